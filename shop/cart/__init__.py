@@ -1,0 +1,1 @@
+"""Cart: each customer's lines of products and quantities, priced from the catalog."""

@@ -1,0 +1,77 @@
+"""Cart's endpoints: always the caller's own cart."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from shop.cart import service
+from shop.cart.dependencies import Catalog, ProductId, Settings
+from shop.cart.schemas import CartItemUpdate, CartRead
+from shop.kernel.db import Session
+from shop.kernel.errors import problems
+from shop.kernel.security import CurrentUser
+
+router = APIRouter(tags=["cart"])
+
+
+@router.get("/cart", response_model=CartRead, responses=problems(401))
+async def get_cart(
+    principal: CurrentUser, session: Session, catalog: Catalog, settings: Settings
+) -> CartRead:
+    """The caller's cart, priced now."""
+    return await service.get_cart(
+        session, user_id=principal.user_id, catalog=catalog, currency=settings.currency
+    )
+
+
+@router.put(
+    "/cart/items/{product_id}",
+    response_model=CartRead,
+    responses=problems(401, 404, 409, 422),
+)
+async def put_item(
+    product_id: ProductId,
+    body: CartItemUpdate,
+    principal: CurrentUser,
+    session: Session,
+    catalog: Catalog,
+    settings: Settings,
+) -> CartRead:
+    """Set how many units of a product the cart holds."""
+    await service.update_item(
+        session,
+        user_id=principal.user_id,
+        product_id=product_id,
+        quantity=body.quantity,
+        catalog=catalog,
+        max_lines=settings.max_lines,
+    )
+    return await service.get_cart(
+        session, user_id=principal.user_id, catalog=catalog, currency=settings.currency
+    )
+
+
+@router.delete("/cart/items/{product_id}", response_model=CartRead, responses=problems(401, 422))
+async def delete_item(
+    product_id: ProductId,
+    principal: CurrentUser,
+    session: Session,
+    catalog: Catalog,
+    settings: Settings,
+) -> CartRead:
+    """Take a product out of the cart (no-op if absent)."""
+    await service.delete_items(session, user_id=principal.user_id, product_ids=[product_id])
+    return await service.get_cart(
+        session, user_id=principal.user_id, catalog=catalog, currency=settings.currency
+    )
+
+
+@router.delete(
+    "/cart",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problems(401),
+)
+async def clear_cart(principal: CurrentUser, session: Session) -> None:
+    """Empty the cart."""
+    await service.delete_items(session, user_id=principal.user_id)

@@ -1,0 +1,81 @@
+"""Cart's rules."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shop.cart import repository
+from shop.cart.exceptions import CartFull, ProductNotFound
+from shop.cart.models import CartLine
+from shop.cart.ports import ProductCatalog
+from shop.cart.schemas import CartItemRead, CartRead
+from shop.kernel.types import Money
+
+
+async def list_lines(session: AsyncSession, *, user_id: uuid.UUID) -> Sequence[CartLine]:
+    return await repository.list_lines(session, user_id)
+
+
+async def get_cart(
+    session: AsyncSession, *, user_id: uuid.UUID, catalog: ProductCatalog, currency: str
+) -> CartRead:
+    """The cart priced now; lines of products no longer sold are left out."""
+    lines = await repository.list_lines(session, user_id)
+    entries = await catalog.entries([line.product_id for line in lines])
+    items = []
+    for line in lines:
+        entry = entries.get(line.product_id)
+        if entry is None:
+            continue
+        items.append(
+            CartItemRead(
+                product_id=line.product_id,
+                name=entry.name,
+                unit_price=entry.price,
+                quantity=line.quantity,
+                line_total=Money(
+                    amount=entry.price.amount * line.quantity, currency=entry.price.currency
+                ),
+            )
+        )
+    total = sum(item.line_total.amount for item in items)
+    return CartRead(
+        items=items,
+        total=Money(amount=total, currency=items[0].unit_price.currency if items else currency),
+        item_count=sum(item.quantity for item in items),
+    )
+
+
+async def update_item(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    product_id: int,
+    quantity: int,
+    catalog: ProductCatalog,
+    max_lines: int,
+) -> None:
+    """Set the quantity of one product in the cart (adding the line if needed)."""
+    if product_id not in await catalog.entries([product_id]):
+        raise ProductNotFound(f"There is no product {product_id}.")
+    line = await repository.get_line(session, user_id, product_id)
+    if line is None:
+        if await repository.count_lines(session, user_id) >= max_lines:
+            raise CartFull(f"A cart holds at most {max_lines} different products.")
+        new = CartLine(user_id=user_id, product_id=product_id, quantity=quantity)
+        if await repository.add_line(session, new):
+            return
+        line = await repository.get_line(session, user_id, product_id)
+        assert line is not None
+    line.quantity = quantity
+    await session.flush()
+
+
+async def delete_items(
+    session: AsyncSession, *, user_id: uuid.UUID, product_ids: Collection[int] | None = None
+) -> None:
+    """Remove the given products from the cart, or every line when none are given."""
+    await repository.delete_lines(session, user_id, product_ids)

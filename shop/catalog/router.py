@@ -1,0 +1,113 @@
+"""Catalog's endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+
+from shop.catalog import service
+from shop.catalog.dependencies import ProductId, Settings, Stock
+from shop.catalog.repository import ProductFilter
+from shop.catalog.schemas import (
+    CategoryCreate,
+    CategoryRead,
+    PriceBound,
+    ProductCreate,
+    ProductDetail,
+    ProductRead,
+    ProductSort,
+    ProductUpdate,
+)
+from shop.kernel.db import Session
+from shop.kernel.errors import problems
+from shop.kernel.pagination import Page, Paging
+from shop.kernel.security import AdminUser
+from shop.kernel.types import Slug
+
+router = APIRouter(tags=["catalog"])
+
+
+@router.get("/categories", response_model=list[CategoryRead])
+async def list_categories(session: Session) -> Any:
+    """Every category, by name."""
+    return await service.list_categories(session)
+
+
+@router.post(
+    "/categories",
+    status_code=status.HTTP_201_CREATED,
+    response_model=CategoryRead,
+    responses=problems(401, 403, 409, 422),
+)
+async def create_category(body: CategoryCreate, session: Session, _: AdminUser) -> Any:
+    """Create a category (admin)."""
+    return await service.create_category(session, data=body)
+
+
+@router.get("/products", response_model=Page[ProductRead], responses=problems(422))
+async def list_products(
+    session: Session,
+    paging: Paging,
+    category: Annotated[Slug | None, Query(description="A category slug")] = None,
+    q: Annotated[
+        str | None, Query(max_length=100, description="Text in name or description")
+    ] = None,
+    min_price: Annotated[PriceBound | None, Query(description="Minor units, inclusive")] = None,
+    max_price: Annotated[PriceBound | None, Query(description="Minor units, inclusive")] = None,
+    sort: ProductSort = ProductSort.ID,
+) -> Any:
+    """Browse and search the catalog, one page at a time."""
+    where = ProductFilter(category_slug=category, text=q, min_price=min_price, max_price=max_price)
+    rows = await service.list_products(
+        session, where=where, sort=sort, limit=paging.fetch, offset=paging.offset
+    )
+    return paging.page(rows)
+
+
+@router.get("/products/{product_id}", response_model=ProductDetail, responses=problems(404, 422))
+async def get_product(product_id: ProductId, session: Session, stock: Stock) -> Any:
+    """One product, with the units available now."""
+    product = await service.get_product(session, product_id=product_id)
+    available = await stock.available([product.id])
+    return ProductDetail(
+        **ProductRead.model_validate(product).model_dump(), available=available.get(product.id, 0)
+    )
+
+
+@router.post(
+    "/products",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ProductRead,
+    responses=problems(401, 403, 404, 409, 422),
+)
+async def create_product(
+    body: ProductCreate, session: Session, settings: Settings, _: AdminUser
+) -> Any:
+    """Add a product (admin)."""
+    return await service.create_product(session, data=body, currency=settings.currency)
+
+
+@router.patch(
+    "/products/{product_id}",
+    response_model=ProductRead,
+    responses=problems(401, 403, 404, 422),
+)
+async def update_product(
+    product_id: ProductId, body: ProductUpdate, session: Session, settings: Settings, _: AdminUser
+) -> Any:
+    """Change a product's name, description, category or price (admin)."""
+    return await service.update_product(
+        session, product_id=product_id, data=body, currency=settings.currency
+    )
+
+
+@router.delete(
+    "/products/{product_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=problems(401, 403, 404, 422),
+)
+async def delete_product(product_id: ProductId, session: Session, _: AdminUser) -> None:
+    """Remove a product from the catalog (admin)."""
+    await service.delete_product(session, product_id=product_id)

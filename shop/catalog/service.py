@@ -1,0 +1,105 @@
+"""Catalog's rules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shop.catalog import repository
+from shop.catalog.exceptions import (
+    CategoryExists,
+    CategoryNotFound,
+    ProductNotFound,
+    SkuExists,
+    WrongCurrency,
+)
+from shop.catalog.models import Category, Product
+from shop.catalog.repository import ProductFilter
+from shop.catalog.schemas import CategoryCreate, ProductCreate, ProductSort, ProductUpdate
+from shop.kernel.types import Money
+
+
+async def list_categories(session: AsyncSession) -> Sequence[Category]:
+    return await repository.list_categories(session)
+
+
+async def create_category(session: AsyncSession, *, data: CategoryCreate) -> Category:
+    category = Category(slug=data.slug, name=data.name)
+    if not await repository.add(session, category):
+        raise CategoryExists(f"A category with slug {data.slug!r} already exists.")
+    return category
+
+
+async def list_products(
+    session: AsyncSession, *, where: ProductFilter, sort: ProductSort, limit: int, offset: int
+) -> Sequence[Product]:
+    return await repository.list_products(
+        session, where=where, sort=sort, limit=limit, offset=offset
+    )
+
+
+async def get_product(session: AsyncSession, *, product_id: int) -> Product:
+    product = await repository.get_product(session, product_id)
+    if product is None:
+        raise ProductNotFound(f"There is no product {product_id}.")
+    return product
+
+
+async def get_products(session: AsyncSession, *, product_ids: Sequence[int]) -> list[Product]:
+    """The active products among ``product_ids`` (unknown or deleted ids are left out)."""
+    return list(await repository.get_products(session, set(product_ids)))
+
+
+async def _check_category(session: AsyncSession, category_id: int) -> None:
+    if await repository.get_category(session, category_id) is None:
+        raise CategoryNotFound(f"There is no category {category_id}.")
+
+
+def _check_currency(price: Money, currency: str) -> None:
+    if price.currency != currency:
+        raise WrongCurrency(f"Prices are in {currency}; {price.currency} is not accepted.")
+
+
+async def create_product(session: AsyncSession, *, data: ProductCreate, currency: str) -> Product:
+    _check_currency(data.price, currency)
+    await _check_category(session, data.category_id)
+    product = Product(
+        sku=data.sku,
+        name=data.name,
+        description=data.description,
+        category_id=data.category_id,
+        price_amount=data.price.amount,
+        currency=data.price.currency,
+    )
+    if not await repository.add(session, product):
+        raise SkuExists(f"A product with SKU {data.sku!r} already exists.")
+    await session.refresh(product)
+    return product
+
+
+async def update_product(
+    session: AsyncSession, *, product_id: int, data: ProductUpdate, currency: str
+) -> Product:
+    product = await get_product(session, product_id=product_id)
+    changes = data.model_dump(exclude_unset=True, exclude={"price"})
+    if data.category_id is not None:
+        await _check_category(session, data.category_id)
+    if data.price is not None:
+        _check_currency(data.price, currency)
+        product.price_amount = data.price.amount
+    for field, value in changes.items():
+        setattr(product, field, value)
+    await session.flush()
+    await session.refresh(product)
+    return product
+
+
+async def delete_product(session: AsyncSession, *, product_id: int) -> None:
+    """Archive the product: it leaves the catalog, carts and checkout; orders keep it.
+
+    Its SKU stays taken, so an SKU always names one product in the order history.
+    """
+    product = await get_product(session, product_id=product_id)
+    product.is_active = False
+    await session.flush()

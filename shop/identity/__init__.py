@@ -1,0 +1,1 @@
+"""Identity: customers and admins, password login, and the JWTs everyone else verifies."""

@@ -1,0 +1,46 @@
+"""Identity's request dependencies: the objects its lifespan put on ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from shop.identity.service import Passwords, password_hasher
+from shop.identity.settings import IdentitySettings
+from shop.identity.tokens import SigningKey, TokenIssuer
+
+
+@dataclass(frozen=True)
+class IdentityRuntime:
+    """What identity needs at run time, built once per app from its settings."""
+
+    passwords: Passwords
+    signing_key: SigningKey
+    issuer: TokenIssuer
+
+    @classmethod
+    def from_settings(cls, settings: IdentitySettings) -> IdentityRuntime:
+        """Load the signing key (fails fast when it is missing) and the password hasher."""
+        key = SigningKey.from_settings(settings)
+        return cls(
+            passwords=Passwords(password_hasher(settings)),
+            signing_key=key,
+            issuer=TokenIssuer(
+                key=key,
+                issuer=settings.issuer,
+                audience=settings.audience,
+                ttl_seconds=settings.access_token_ttl_seconds,
+            ),
+        )
+
+
+def identity_runtime(request: Request) -> IdentityRuntime:
+    runtime = getattr(request.app.state, "identity", None)
+    if not isinstance(runtime, IdentityRuntime):
+        raise RuntimeError("app.state.identity is not set: create the app with its lifespan")
+    return runtime
+
+
+Identity = Annotated[IdentityRuntime, Depends(identity_runtime)]

@@ -1,0 +1,108 @@
+"""Identity's rules: registration, login, admins."""
+
+from __future__ import annotations
+
+import uuid
+
+import anyio.to_thread
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shop.identity import repository
+from shop.identity.exceptions import InvalidCredentials, UserNotFound
+from shop.identity.models import User
+from shop.identity.settings import IdentitySettings
+from shop.identity.tokens import TokenIssuer
+from shop.kernel.security import Role
+
+
+def password_hasher(settings: IdentitySettings) -> PasswordHasher:
+    return PasswordHasher(
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_kib,
+        parallelism=settings.argon2_parallelism,
+    )
+
+
+class Passwords:
+    """argon2id hashing off the event loop; a dummy hash keeps unknown emails as slow."""
+
+    def __init__(self, hasher: PasswordHasher) -> None:
+        self._hasher = hasher
+        self._dummy = hasher.hash(uuid.uuid4().hex)
+
+    async def hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self._hasher.hash, password)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        def check() -> bool:
+            try:
+                return self._hasher.verify(password_hash or self._dummy, password)
+            except (VerificationError, InvalidHashError):
+                return False
+
+        ok = await anyio.to_thread.run_sync(check)
+        return ok and password_hash is not None
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    passwords: Passwords,
+    email: str,
+    password: str,
+    name: str,
+    role: Role = Role.CUSTOMER,
+) -> User:
+    """Register a user; only this function's callers decide the role, never a request."""
+    user = User(
+        id=uuid.uuid4(),
+        email=normalise_email(email),
+        name=name,
+        password_hash=await passwords.hash(password),
+        role=role.value,
+    )
+    return await repository.add_user(session, user)
+
+
+async def create_token(
+    session: AsyncSession,
+    *,
+    passwords: Passwords,
+    issuer: TokenIssuer,
+    email: str,
+    password: str,
+) -> str:
+    """An access token for valid credentials; :class:`InvalidCredentials` otherwise."""
+    user = await repository.get_user_by_email(session, normalise_email(email))
+    if not await passwords.verify(user.password_hash if user else None, password):
+        raise InvalidCredentials("The email or the password is wrong.")
+    assert user is not None
+    return issuer.issue(user.id, Role(user.role))
+
+
+async def get_user(session: AsyncSession, *, user_id: uuid.UUID) -> User:
+    user = await repository.get_user(session, user_id)
+    if user is None:
+        raise UserNotFound("This user does not exist any more.")
+    return user
+
+
+async def ensure_admin(
+    session: AsyncSession, *, passwords: Passwords, email: str, password: str, name: str = "Admin"
+) -> tuple[User, bool]:
+    """Make ``email`` an admin, creating the account if needed; True when created."""
+    existing = await repository.get_user_by_email(session, normalise_email(email))
+    if existing is not None:
+        existing.role = Role.ADMIN.value
+        await session.flush()
+        return existing, False
+    user = await create_user(
+        session, passwords=passwords, email=email, password=password, name=name, role=Role.ADMIN
+    )
+    return user, True

@@ -1,0 +1,1 @@
+"""Inventory: stock on hand, reservations for checkouts, and their commit or release."""

@@ -1,0 +1,140 @@
+"""Inventory's rules: stock levels and the reserve -> commit | release life of a checkout.
+
+Every transition is idempotent (keyed by the reservation id, the order's id) so that a
+retried saga step is applied once. Each function runs inside the caller's transaction;
+a failed reservation raises, and the caller's rollback undoes its partial holds.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Collection, Iterable
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shop.inventory import repository
+from shop.inventory.exceptions import InventoryItemNotFound, OutOfStock, StockBelowReserved
+from shop.inventory.models import ReservationStatus, StockItem
+
+
+async def get_item(session: AsyncSession, *, product_id: int) -> StockItem:
+    item = await repository.get_item(session, product_id)
+    if item is None:
+        raise InventoryItemNotFound(f"No stock was ever recorded for product {product_id}.")
+    return item
+
+
+async def list_available(session: AsyncSession, *, product_ids: Collection[int]) -> dict[int, int]:
+    found = await repository.available(session, set(product_ids))
+    return {product_id: found.get(product_id, 0) for product_id in product_ids}
+
+
+async def update_item(session: AsyncSession, *, product_id: int, on_hand: int) -> StockItem:
+    """Set the units on hand, creating the stock record on first use."""
+    created = await repository.get_item(session, product_id) is None and await repository.add_item(
+        session, product_id, on_hand
+    )
+    if not created and not await repository.set_on_hand(session, product_id, on_hand):
+        raise StockBelowReserved(
+            f"Product {product_id} has more units reserved than {on_hand}; retry when"
+            " pending checkouts are done."
+        )
+    return await get_item(session, product_id=product_id)
+
+
+def _merge(lines: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    totals: dict[int, int] = defaultdict(int)
+    for product_id, quantity in lines:
+        totals[product_id] += quantity
+    # A fixed lock order (by product id) keeps concurrent reservations deadlock-free.
+    return sorted(totals.items())
+
+
+async def create_reservation(
+    session: AsyncSession, *, reservation_id: uuid.UUID, lines: Iterable[tuple[int, int]]
+) -> ReservationStatus:
+    """Hold every line or none: :class:`OutOfStock` names what is short.
+
+    Replaying an existing reservation returns its status without holding anything again.
+    """
+    existing = await repository.get_reservation(session, reservation_id)
+    if existing:
+        return ReservationStatus(existing[0].status)
+    merged = _merge(lines)
+    short = [
+        product_id
+        for product_id, quantity in merged
+        if not await repository.hold(session, product_id, quantity)
+    ]
+    if short:
+        names = ", ".join(str(product_id) for product_id in short)
+        raise OutOfStock(f"Not enough stock for product(s) {names}.", product_ids=short)
+    await repository.add_reservation_lines(session, reservation_id, merged)
+    return ReservationStatus.RESERVED
+
+
+async def _transition(
+    session: AsyncSession,
+    reservation_id: uuid.UUID,
+    *,
+    old: ReservationStatus,
+    new: ReservationStatus,
+    on_hand: int,
+    reserved: int,
+) -> ReservationStatus | None:
+    lines = await repository.get_reservation(session, reservation_id, for_update=True)
+    if not lines:
+        return None
+    if await repository.set_reservation_status(session, reservation_id, old=old, new=new):
+        for line in lines:
+            await repository.adjust(
+                session,
+                line.product_id,
+                on_hand=on_hand * line.quantity,
+                reserved=reserved * line.quantity,
+            )
+        return new
+    return ReservationStatus(lines[0].status)
+
+
+async def commit_reservation(
+    session: AsyncSession, *, reservation_id: uuid.UUID
+) -> ReservationStatus | None:
+    """The reserved units leave the shelf (sold). Idempotent; None if unknown."""
+    return await _transition(
+        session,
+        reservation_id,
+        old=ReservationStatus.RESERVED,
+        new=ReservationStatus.COMMITTED,
+        on_hand=-1,
+        reserved=-1,
+    )
+
+
+async def release_reservation(
+    session: AsyncSession, *, reservation_id: uuid.UUID
+) -> ReservationStatus | None:
+    """The reserved units become available again. Idempotent; None if unknown."""
+    return await _transition(
+        session,
+        reservation_id,
+        old=ReservationStatus.RESERVED,
+        new=ReservationStatus.RELEASED,
+        on_hand=0,
+        reserved=-1,
+    )
+
+
+async def return_reservation(
+    session: AsyncSession, *, reservation_id: uuid.UUID
+) -> ReservationStatus | None:
+    """Sold units come back on hand (a cancelled order). Idempotent; None if unknown."""
+    return await _transition(
+        session,
+        reservation_id,
+        old=ReservationStatus.COMMITTED,
+        new=ReservationStatus.RETURNED,
+        on_hand=1,
+        reserved=0,
+    )

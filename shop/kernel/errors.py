@@ -1,0 +1,218 @@
+"""Typed errors rendered as RFC 9457 ``application/problem+json`` in one place.
+
+Contexts raise subclasses of :class:`ShopError`; services never raise ``HTTPException``.
+Every app (the monolith, each service, the gateway) calls :func:`install_error_handlers`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+logger = logging.getLogger("shop.errors")
+
+
+def problem_type(slug: str) -> str:
+    """The stable ``type`` URI reference of a problem slug."""
+    return f"/problems/{slug}"
+
+
+class ShopError(Exception):
+    """Base of every domain and API error; subclasses set the class attributes."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal server error"
+    headers: ClassVar[Mapping[str, str]] = {}
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class BadRequest(ShopError):
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+
+class Unauthorized(ShopError):
+    status = 401
+    slug = "unauthorized"
+    title = "Unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ShopError):
+    status = 403
+    slug = "forbidden"
+    title = "Forbidden"
+
+
+class NotFound(ShopError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(ShopError):
+    status = 409
+    slug = "conflict"
+    title = "Conflict"
+
+
+class Unprocessable(ShopError):
+    status = 422
+    slug = "unprocessable"
+    title = "Unprocessable request"
+
+
+class ServiceUnavailable(ShopError):
+    status = 503
+    slug = "service-unavailable"
+    title = "Service unavailable"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error body of the API."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+def problem_body(error: ShopError) -> dict[str, Any]:
+    """The problem+json document of ``error``."""
+    return {
+        "type": problem_type(error.slug),
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        **error.extra,
+    }
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": problem_type(slug),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
+
+
+_HTTP_SLUGS = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Unauthorized"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    413: ("payload-too-large", "Payload too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+}
+
+
+def _jsonable_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    out = []
+    for err in errors:
+        out.append(
+            {
+                "loc": [str(part) for part in err.get("loc", ())],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
+    return out
+
+
+async def _shop_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ShopError)
+    return JSONResponse(
+        problem_body(exc),
+        status_code=exc.status,
+        headers=exc.headers or None,
+        media_type=PROBLEM_CONTENT_TYPE,
+    )
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _jsonable_errors(exc.errors())
+    where = ", ".join(".".join(e["loc"]) + ": " + e["msg"] for e in errors[:3])
+    return problem_response(
+        422,
+        "validation-error",
+        "Invalid request",
+        f"The request is not valid: {where}" if where else "The request is not valid.",
+        errors=errors,
+    )
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail else title
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = "No resource at this path."
+    return problem_response(exc.status_code, slug, title, detail, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        500, "internal-error", "Internal server error", "An unexpected error occurred."
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error of ``app`` as problem+json."""
+    app.add_exception_handler(ShopError, _shop_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting problem+json errors of a route."""
+    descriptions = {
+        400: "Bad request",
+        401: "Missing or invalid access token",
+        402: "Payment declined",
+        403: "Not allowed for this role",
+        404: "Not found",
+        409: "Conflict with the current state",
+        422: "Invalid request",
+        503: "Unavailable",
+        504: "Upstream timeout",
+    }
+    return {
+        status: {
+            "description": descriptions.get(status, "Error"),
+            "content": {PROBLEM_CONTENT_TYPE: {"schema": Problem.model_json_schema()}},
+        }
+        for status in statuses
+    }

@@ -1,0 +1,149 @@
+"""Access-token verification against a JWKS, shared by every deployable.
+
+Identity signs EdDSA (Ed25519) JWTs; anything that holds the JWKS can verify them, so a
+service never calls identity per request. The verifier is made in a lifespan and kept on
+``app.state.token_verifier``; the dependencies below read it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shop.kernel.errors import Forbidden, Unauthorized
+
+ALGORITHM = "EdDSA"
+
+JwksSource = Callable[[], Awaitable[dict[str, Any]]]
+"""Loads the current JWKS document (in process, or over HTTP with its own caching)."""
+
+
+class Role(StrEnum):
+    CUSTOMER = "customer"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the verified claims of the access token."""
+
+    user_id: uuid.UUID
+    role: Role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+class TokenVerifier:
+    """Verifies access tokens with PyJWT against keys found by ``kid`` in a JWKS.
+
+    ``load_jwks`` is asked again when a token names an unknown ``kid`` (key rotation),
+    at most once per ``min_refresh_seconds``.
+    """
+
+    def __init__(
+        self,
+        load_jwks: JwksSource,
+        *,
+        issuer: str,
+        audience: str,
+        leeway_seconds: int = 5,
+        min_refresh_seconds: float = 30.0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._load_jwks = load_jwks
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_seconds
+        self._min_refresh = min_refresh_seconds
+        self._clock = clock or time.monotonic
+        self._loaded_at: float | None = None
+
+    async def _refresh(self) -> None:
+        now = self._clock()
+        if self._loaded_at is not None and now - self._loaded_at < self._min_refresh:
+            return
+        document = await self._load_jwks()
+        keys: dict[str, jwt.PyJWK] = {}
+        for entry in document.get("keys", []):
+            kid = entry.get("kid")
+            if isinstance(kid, str) and entry.get("alg", ALGORITHM) == ALGORITHM:
+                keys[kid] = jwt.PyJWK(entry, algorithm=ALGORITHM)
+        self._keys = keys
+        self._loaded_at = now
+
+    async def _key_for(self, kid: str) -> jwt.PyJWK:
+        if kid not in self._keys:
+            await self._refresh()
+        key = self._keys.get(kid)
+        if key is None:
+            raise Unauthorized("The access token was signed by an unknown key.")
+        return key
+
+    async def verify(self, token: str) -> Principal:
+        """The principal of a valid token; :class:`Unauthorized` for anything else."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("The access token is malformed.") from exc
+        if header.get("alg") != ALGORITHM:
+            raise Unauthorized("The access token uses an algorithm this shop does not accept.")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise Unauthorized("The access token has no key id.")
+        key = await self._key_for(kid)
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("The access token has expired.") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"The access token is not valid: {exc}.") from exc
+        try:
+            return Principal(user_id=uuid.UUID(claims["sub"]), role=Role(str(claims.get("role"))))
+        except (ValueError, TypeError) as exc:
+            raise Unauthorized("The access token has invalid claims.") from exc
+
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/token")
+
+
+async def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized("This operation needs a bearer access token.")
+    verifier = getattr(request.app.state, "token_verifier", None)
+    if not isinstance(verifier, TokenVerifier):
+        raise RuntimeError("app.state.token_verifier is not set: create the app with its lifespan")
+    return await verifier.verify(credentials.credentials)
+
+
+async def admin_principal(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    if not principal.is_admin:
+        raise Forbidden("This operation is reserved to administrators.")
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_principal)]
+"""Any authenticated caller."""
+AdminUser = Annotated[Principal, Depends(admin_principal)]
+"""An authenticated administrator; customers get 403."""

@@ -1,0 +1,66 @@
+"""Input types that keep hostile strings and numbers out of the database."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_INT32 = 2**31 - 1
+
+
+def _no_control_chars(value: str) -> str:
+    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value) or "\x7f" in value:
+        raise ValueError("control characters are not allowed")
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+        raise ValueError("lone surrogates are not allowed")
+    return value
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_no_control_chars),
+]
+ShortText = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_no_control_chars),
+]
+LongText = Annotated[
+    str,
+    StringConstraints(max_length=5000),
+    AfterValidator(_no_control_chars),
+]
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=64)]
+IntId = Annotated[int, Field(ge=1, le=MAX_INT32)]
+Quantity = Annotated[int, Field(ge=1, le=1000)]
+MinorUnits = Annotated[int, Field(ge=0, le=MAX_INT32)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+class InputModel(BaseModel):
+    """Request bodies: unknown fields are rejected, so nothing can be mass-assigned."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class OutputModel(BaseModel):
+    """Response bodies, built from ORM rows or plain objects."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Money(BaseModel):
+    """An amount in integer minor units (cents) and its ISO 4217 currency."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: Annotated[int, Field(ge=0, le=2**53, strict=True)]
+    currency: Currency
+
+
+class MoneyIn(Money):
+    """A price in a request: a strict integer amount within 32 bits."""
+
+    amount: Annotated[int, Field(ge=0, le=MAX_INT32, strict=True)]

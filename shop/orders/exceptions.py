@@ -1,0 +1,56 @@
+"""Orders' errors."""
+
+from shop.kernel.errors import BadRequest, Conflict, NotFound, ShopError, Unprocessable
+
+
+class OrderNotFound(NotFound):
+    slug = "order-not-found"
+    title = "Order not found"
+
+
+class CartEmpty(Conflict):
+    slug = "cart-empty"
+    title = "Cart empty"
+
+
+class OutOfStock(Conflict):
+    slug = "out-of-stock"
+    title = "Out of stock"
+
+
+class PaymentDeclined(ShopError):
+    status = 402
+    slug = "payment-declined"
+    title = "Payment declined"
+
+
+class PaymentTimeout(ShopError):
+    status = 504
+    slug = "payment-timeout"
+    title = "Payment timed out"
+
+
+class CheckoutInterrupted(ShopError):
+    status = 503
+    slug = "checkout-interrupted"
+    title = "Checkout interrupted"
+
+
+class OrderNotCancellable(Conflict):
+    slug = "order-not-cancellable"
+    title = "Order not cancellable"
+
+
+class IdempotencyKeyMissing(BadRequest):
+    slug = "idempotency-key-missing"
+    title = "Idempotency-Key header missing"
+
+
+class IdempotencyKeyInFlight(Conflict):
+    slug = "idempotency-key-in-flight"
+    title = "Request in progress"
+
+
+class IdempotencyKeyReused(Unprocessable):
+    slug = "idempotency-key-reused"
+    title = "Idempotency-Key reused"

@@ -1,0 +1,92 @@
+"""Orders' tables (prefix ``orders_``). An order row is also its checkout saga's state."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from shop.kernel.db import UtcDateTime, make_metadata, utcnow
+from shop.kernel.types import Money
+
+
+class Base(DeclarativeBase):
+    metadata = make_metadata()
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+class SagaStep(StrEnum):
+    """The last checkout step known done; recovery resumes from here."""
+
+    STARTED = "started"
+    RESERVED = "reserved"
+    CHARGED = "charged"
+    FINISHED = "finished"
+
+
+class Order(Base):
+    __tablename__ = "orders_orders"
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    saga_step: Mapped[str] = mapped_column(String(16))
+    total_amount: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    shipping_address: Mapped[dict[str, Any]] = mapped_column(JSON)
+    card_last4: Mapped[str] = mapped_column(String(4))
+    failure_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The first answer to this idempotency key, replayed verbatim to every retry.
+    response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_body: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+    lines: Mapped[list[OrderLine]] = relationship(
+        back_populates="order", lazy="selectin", order_by="OrderLine.id"
+    )
+
+    @property
+    def total(self) -> Money:
+        return Money(amount=self.total_amount, currency=self.currency)
+
+    @property
+    def items(self) -> list[OrderLine]:
+        return self.lines
+
+
+class OrderLine(Base):
+    """A product as it was sold: name and unit price are copied at checkout."""
+
+    __tablename__ = "orders_lines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orders_orders.id"), index=True)
+    product_id: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    unit_amount: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    quantity: Mapped[int] = mapped_column(Integer)
+
+    order: Mapped[Order] = relationship(back_populates="lines")
+
+    @property
+    def unit_price(self) -> Money:
+        return Money(amount=self.unit_amount, currency=self.currency)
+
+    @property
+    def line_total(self) -> Money:
+        return Money(amount=self.unit_amount * self.quantity, currency=self.currency)

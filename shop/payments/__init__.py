@@ -1,0 +1,1 @@
+"""Payments: a fake card processor inside the shop, charges and refunds."""

@@ -1,0 +1,12 @@
+"""Payments' errors and the fake processor's outcomes."""
+
+from shop.kernel.errors import NotFound
+
+
+class PaymentNotFound(NotFound):
+    slug = "payment-not-found"
+    title = "Payment not found"
+
+
+class ProcessorTimeout(Exception):
+    """The card processor did not answer in time."""

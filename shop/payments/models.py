@@ -1,0 +1,44 @@
+"""Payments' tables (prefix ``payments_``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Integer, String, Uuid
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shop.kernel.db import UtcDateTime, make_metadata, utcnow
+from shop.kernel.types import Money
+
+
+class Base(DeclarativeBase):
+    metadata = make_metadata()
+
+
+class PaymentStatus(StrEnum):
+    CAPTURED = "captured"
+    DECLINED = "declined"
+    TIMED_OUT = "timed_out"
+    REFUNDED = "refunded"
+
+
+class Payment(Base):
+    __tablename__ = "payments_payments"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    # One charge per key: a retried charge finds the first one instead of charging again.
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    amount: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(16))
+    card_last4: Mapped[str] = mapped_column(String(4))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    refunded_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    @property
+    def money(self) -> Money:
+        return Money(amount=self.amount, currency=self.currency)

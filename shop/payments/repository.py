@@ -1,0 +1,59 @@
+"""Payments' queries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from shop.payments.models import Payment, PaymentStatus
+
+
+async def get_by_key(session: AsyncSession, idempotency_key: str) -> Payment | None:
+    result = await session.scalars(
+        select(Payment).where(Payment.idempotency_key == idempotency_key)
+    )
+    return result.one_or_none()
+
+
+async def add(session: AsyncSession, payment: Payment) -> bool:
+    """Insert ``payment``; False when its idempotency key was recorded meanwhile."""
+    try:
+        async with session.begin_nested():
+            session.add(payment)
+            await session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
+async def mark_refunded(session: AsyncSession, order_id: uuid.UUID) -> int:
+    """Refund the order's captured payments; how many were refunded now."""
+    result = await session.execute(
+        update(Payment)
+        .where(Payment.order_id == order_id, Payment.status == PaymentStatus.CAPTURED.value)
+        .values(status=PaymentStatus.REFUNDED.value, refunded_at=datetime.now(UTC))
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def list_payments(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID | None,
+    order_id: uuid.UUID | None,
+    limit: int,
+    offset: int,
+) -> Sequence[Payment]:
+    query = select(Payment)
+    if user_id is not None:
+        query = query.where(Payment.user_id == user_id)
+    if order_id is not None:
+        query = query.where(Payment.order_id == order_id)
+    query = query.order_by(Payment.created_at.desc(), Payment.id).limit(limit).offset(offset)
+    return (await session.scalars(query)).all()

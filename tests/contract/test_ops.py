@@ -1,0 +1,45 @@
+"""Operations endpoints and the generic HTTP errors (unknown route, wrong method)."""
+
+from __future__ import annotations
+
+import httpx2
+import pytest
+
+from tests.contract.helpers import assert_problem, expect, unique
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_healthz_reports_ok(client: httpx2.AsyncClient) -> None:
+    assert expect(await client.get("/healthz"), 200) == {"status": "ok"}
+
+
+async def test_readyz_reports_ready_with_database_check(client: httpx2.AsyncClient) -> None:
+    body = expect(await client.get("/readyz"), 200)
+    assert body["status"] == "ready"
+    assert body["checks"]["database"] == "ok"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+async def test_unknown_route_is_a_not_found_problem(
+    client: httpx2.AsyncClient, method: str
+) -> None:
+    resp = await client.request(method, f"/no-such-route-{unique()}")
+    assert_problem(resp, 404, "not-found")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/healthz"),
+        ("DELETE", "/categories"),
+        ("PATCH", "/cart"),
+        ("PUT", "/orders"),
+        ("GET", "/auth/token"),
+        ("DELETE", "/users/me"),
+    ],
+)
+async def test_wrong_method_on_known_path_is_method_not_allowed(
+    client: httpx2.AsyncClient, method: str, path: str
+) -> None:
+    assert_problem(await client.request(method, path), 405, "method-not-allowed")

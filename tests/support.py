@@ -1,0 +1,97 @@
+"""Test infrastructure shared by the suites: scratch databases and app settings.
+
+Every suite runs on SQLite by default. With ``TEST_DATABASE_URL`` pointing at a PostgreSQL
+server (``postgresql://postgres@127.0.0.1:5432/postgres``), each scratch database is a
+fresh PostgreSQL database on that server instead, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio.to_thread
+import asyncpg  # type: ignore[import-untyped]
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
+
+from monolith.settings import MonolithSettings
+from shop.identity.settings import IdentitySettings
+from shop.identity.tokens import generate_private_key_pem
+from shop.kernel.migrations import CONTEXTS, upgrade
+from shop.orders.settings import OrdersSettings
+from shop.payments.settings import PaymentsSettings
+
+ADMIN_EMAIL = "admin@shopkata.test"
+ADMIN_PASSWORD = "admin-password-for-tests"
+ISSUER = "shopkata-tests"
+AUDIENCE = "shopkata-tests"
+PAYMENT_DELAY_SECONDS = 0.2
+
+
+def postgres_server_url() -> str | None:
+    """The PostgreSQL server the suites should use, if any."""
+    url = os.environ.get("TEST_DATABASE_URL", "").strip()
+    return url or None
+
+
+async def _admin_connection(server_url: str) -> asyncpg.Connection:
+    url = make_url(server_url).set(drivername="postgresql")
+    return await asyncpg.connect(url.render_as_string(hide_password=False))
+
+
+@asynccontextmanager
+async def scratch_database(tmp_dir: Path) -> AsyncIterator[str]:
+    """A new, empty database URL: a SQLite file, or a fresh PostgreSQL database."""
+    server = postgres_server_url()
+    if server is None:
+        yield f"sqlite+aiosqlite:///{tmp_dir / f'shop-{uuid.uuid4().hex[:8]}.db'}"
+        return
+    name = f"shopkata_test_{uuid.uuid4().hex[:12]}"
+    conn = await _admin_connection(server)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield make_url(server).set(drivername="postgresql+asyncpg", database=name).render_as_string(
+            hide_password=False
+        )
+    finally:
+        conn = await _admin_connection(server)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def migrate(url: str, contexts: list[str] | None = None) -> None:
+    """Apply migrations (Alembic runs its own event loop, so off this one)."""
+    await anyio.to_thread.run_sync(upgrade, url, contexts or CONTEXTS)
+
+
+def identity_settings(signing_key_pem: str) -> IdentitySettings:
+    """Cheap password hashing, a known key and a bootstrap admin: for tests only."""
+    return IdentitySettings(
+        signing_key_pem=SecretStr(signing_key_pem),
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        argon2_time_cost=1,
+        argon2_memory_kib=64,
+        argon2_parallelism=1,
+        bootstrap_admin_email=ADMIN_EMAIL,
+        bootstrap_admin_password=SecretStr(ADMIN_PASSWORD),
+    )
+
+
+def monolith_settings(database_url: str, signing_key_pem: str | None = None) -> MonolithSettings:
+    return MonolithSettings(
+        database_url=database_url,
+        identity=identity_settings(signing_key_pem or generate_private_key_pem()),
+        payments=PaymentsSettings(processor_delay_seconds=PAYMENT_DELAY_SECONDS),
+        orders=OrdersSettings(recovery_interval_seconds=3600),
+        recover_checkouts=False,
+    )
