@@ -25,6 +25,7 @@ _ORDER = {
 @dataclass(frozen=True)
 class ProductFilter:
     category_slug: str | None = None
+    sku: str | None = None
     text: str | None = None
     min_price: int | None = None
     max_price: int | None = None
@@ -79,6 +80,8 @@ async def list_products(
         query = query.join(Category, Category.id == Product.category_id).where(
             Category.slug == where.category_slug
         )
+    if where.sku is not None:
+        query = query.where(Product.sku == where.sku)
     if where.text:
         query = query.where(
             Product.name.icontains(where.text, autoescape=True)

@@ -18,6 +18,7 @@ from shop.catalog.schemas import (
     ProductRead,
     ProductSort,
     ProductUpdate,
+    Sku,
 )
 from shop.kernel.db import Session
 from shop.kernel.errors import problems
@@ -50,6 +51,7 @@ async def list_products(
     session: Session,
     paging: Paging,
     category: Annotated[Slug | None, Query(description="A category slug")] = None,
+    sku: Annotated[Sku | None, Query(description="Exactly this SKU")] = None,
     q: Annotated[
         str | None, Query(max_length=100, description="Text in name or description")
     ] = None,
@@ -58,7 +60,9 @@ async def list_products(
     sort: ProductSort = ProductSort.ID,
 ) -> Any:
     """Browse and search the catalog, one page at a time."""
-    where = ProductFilter(category_slug=category, text=q, min_price=min_price, max_price=max_price)
+    where = ProductFilter(
+        category_slug=category, sku=sku, text=q, min_price=min_price, max_price=max_price
+    )
     rows = await service.list_products(
         session, where=where, sort=sort, limit=paging.fetch, offset=paging.offset
     )

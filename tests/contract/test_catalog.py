@@ -325,7 +325,7 @@ async def test_create_product_rejects_invalid_bodies(
     client: httpx2.AsyncClient, admin: User, override: JSON
 ) -> None:
     category = await create_category(client, admin)
-    body = _product_body(category["id"], **override)
+    body = {**_product_body(category["id"]), **override}
     assert_validation_error(await client.post("/products", json=body, headers=admin.headers))
     assert await _list_ids(client, category=category["slug"]) == []
 
@@ -540,3 +540,12 @@ async def test_catalog_is_readable_without_a_token(
     )
     assert len(page["items"]) == 5
     expect(await client.get(f"/products/{catalog['products'][0]['id']}"), 200)
+
+
+async def test_list_filters_by_exact_sku(client: httpx2.AsyncClient, catalog: JSON) -> None:
+    product = catalog["products"][2]
+    assert await _list_ids(client, sku=product["sku"]) == [product["id"]]
+    assert await _list_ids(client, sku=product["sku"][:-1]) == []
+    assert await _list_ids(client, sku=unique("SKU-")) == []
+    slug = catalog["category"]["slug"]
+    assert await _list_ids(client, sku=product["sku"], category=slug) == [product["id"]]

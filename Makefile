@@ -1,0 +1,79 @@
+# shopkata: every command a developer or CI needs. `make help` lists them.
+# The first target that needs Python creates .venv from uv.lock; nothing is installed by hand.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.synced-$(shell cat uv.lock pyproject.toml 2>/dev/null | cksum | cut -d' ' -f1)
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 1
+PG_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+# Local development defaults (the README lists them); real deployments set their own.
+export IDENTITY_BOOTSTRAP_ADMIN_EMAIL ?= admin@shopkata.local
+export IDENTITY_BOOTSTRAP_ADMIN_PASSWORD ?= shopkata-admin
+
+.DEFAULT_GOAL := help
+.PHONY: help install keys migrate seed up-monolith test test-postgres pytest lint format \
+	typecheck importlint clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(STAMP): | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	rm -f $(VENV)/.synced-*
+	touch $@
+
+install: $(STAMP) ## Create .venv from uv.lock (done by every target that needs it)
+
+keys: $(STAMP) ## Create the JWT signing key (var/keys/) if missing
+	$(BIN)/python -m monolith keygen
+
+migrate: $(STAMP) ## Apply every context's migrations to DATABASE_URL (default var/shop.db)
+	@mkdir -p var
+	$(BIN)/python -m monolith migrate
+
+seed: keys migrate ## Load the demo catalog (1,000 products, 20 categories, stock) and the admin
+	$(BIN)/python -m monolith seed --if-empty
+
+up-monolith: seed ## Serve the modular monolith on http://127.0.0.1:8000 (docs at /docs)
+	@echo "shopkata monolith: http://$(HOST):$(PORT)  docs: http://$(HOST):$(PORT)/docs"
+	@echo "admin: $(IDENTITY_BOOTSTRAP_ADMIN_EMAIL) / $(IDENTITY_BOOTSTRAP_ADMIN_PASSWORD)"
+	$(BIN)/python -m monolith serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP) ## mypy --strict
+	$(BIN)/mypy .
+
+importlint: $(STAMP) ## import-linter: contexts independent, kernel and contract suite clean
+	$(BIN)/lint-imports
+
+pytest: $(STAMP) ## Every test tier on SQLite
+	$(BIN)/pytest -q
+
+test: lint typecheck importlint pytest ## Everything: lint, types, boundaries, all tests (SQLite)
+
+test-postgres: $(STAMP) ## Every test tier against the PostgreSQL server at PG_URL
+	TEST_DATABASE_URL=$(PG_URL) $(BIN)/pytest -q
+
+clean: ## Remove the virtualenvs, local databases and caches
+	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Load and data tools that speak only the public HTTP API, so they fit every topology."""

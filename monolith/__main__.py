@@ -1,0 +1,123 @@
+"""The monolith's command line (settings come from the environment, like the server's).
+
+python -m monolith keygen          create the JWT signing key if missing
+python -m monolith migrate         apply every context's migrations
+python -m monolith seed [--if-empty]
+python -m monolith create-admin --email EMAIL   (password from SHOP_ADMIN_PASSWORD or a prompt)
+python -m monolith serve [--host 127.0.0.1] [--port 8000] [--workers 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+
+import httpx2
+
+from loadtests.seed import SeedError, SeedPlan, is_seeded, seed
+from monolith.app import create_app
+from monolith.settings import MonolithSettings
+from shop.identity.dependencies import IdentityRuntime
+from shop.identity.service import ensure_admin
+from shop.identity.tokens import write_key_file
+from shop.kernel.db import Database
+from shop.kernel.migrations import CONTEXTS, upgrade
+
+
+def _keygen(settings: MonolithSettings) -> None:
+    path = settings.identity.signing_key_file
+    if write_key_file(path):
+        print(f"created signing key {path}")
+    else:
+        print(f"signing key {path} exists")
+
+
+def _migrate(settings: MonolithSettings) -> None:
+    upgrade(settings.database_url, CONTEXTS)
+    print(f"migrated {', '.join(CONTEXTS)}")
+
+
+async def _seed(settings: MonolithSettings, plan: SeedPlan, if_empty: bool) -> None:
+    """Seed through the API of an in-process app: the same path as a remote seed."""
+    email = settings.identity.bootstrap_admin_email
+    password = settings.identity.bootstrap_admin_password
+    if not email or password is None:
+        sys.exit("seed needs IDENTITY_BOOTSTRAP_ADMIN_EMAIL and IDENTITY_BOOTSTRAP_ADMIN_PASSWORD")
+    app = create_app(settings.model_copy(update={"recover_checkouts": False}))
+    async with (
+        app.router.lifespan_context(app),
+        httpx2.AsyncClient(
+            transport=httpx2.ASGITransport(app=app), base_url="http://monolith", timeout=60
+        ) as client,
+    ):
+        if if_empty and await is_seeded(client, plan):
+            print("seed: the catalog is already seeded")
+            return
+        await seed(client, admin_email=email, admin_password=password.get_secret_value(), plan=plan)
+
+
+async def _create_admin(settings: MonolithSettings, email: str, password: str) -> None:
+    identity = IdentityRuntime.from_settings(settings.identity)
+    db = Database.connect(settings.database_url)
+    try:
+        async with db.writer() as session, session.begin():
+            _, created = await ensure_admin(
+                session, passwords=identity.passwords, email=email, password=password
+            )
+    finally:
+        await db.dispose()
+    print(f"{'created' if created else 'promoted'} admin {email}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m monolith", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("keygen", help="create the JWT signing key file if it is missing")
+    sub.add_parser("migrate", help="apply every context's migrations to DATABASE_URL")
+    seed_cmd = sub.add_parser("seed", help="load the deterministic demo catalog")
+    seed_cmd.add_argument("--if-empty", action="store_true")
+    seed_cmd.add_argument("--products", type=int, default=SeedPlan.products)
+    seed_cmd.add_argument("--categories", type=int, default=SeedPlan.categories)
+    seed_cmd.add_argument("--stock", type=int, default=SeedPlan.stock)
+    admin = sub.add_parser("create-admin", help="create or promote an admin account")
+    admin.add_argument("--email", required=True)
+    serve = sub.add_parser("serve", help="serve the shop with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    settings = MonolithSettings()
+    if args.command == "keygen":
+        _keygen(settings)
+    elif args.command == "migrate":
+        _migrate(settings)
+    elif args.command == "seed":
+        plan = SeedPlan(categories=args.categories, products=args.products, stock=args.stock)
+        try:
+            asyncio.run(_seed(settings, plan, args.if_empty))
+        except SeedError as exc:
+            sys.exit(f"seed failed: {exc}")
+    elif args.command == "create-admin":
+        password = os.environ.get("SHOP_ADMIN_PASSWORD") or getpass.getpass("Password: ")
+        if len(password) < 8:
+            sys.exit("the password needs at least 8 characters")
+        asyncio.run(_create_admin(settings, args.email, password))
+    else:
+        import uvicorn
+
+        uvicorn.run(
+            "monolith.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level="info",
+        )
+
+
+if __name__ == "__main__":
+    main()
