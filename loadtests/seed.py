@@ -77,7 +77,7 @@ class SeedError(RuntimeError):
     pass
 
 
-def _check(response: httpx2.Response, *expected: int) -> dict[str, Any]:
+def _check(response: httpx2.Response, *expected: int) -> Any:
     if response.status_code not in expected:
         raise SeedError(
             f"{response.request.method} {response.request.url.path} answered"
@@ -112,7 +112,8 @@ async def seed(
     )["access_token"]
     auth = {"Authorization": f"Bearer {token}"}
 
-    existing = {c["slug"]: c["id"] for c in _check(await client.get("/categories"), 200)}
+    categories: list[dict[str, Any]] = _check(await client.get("/categories"), 200)
+    existing = {category["slug"]: category["id"] for category in categories}
     category_ids = []
     for index in range(plan.categories):
         slug = _category_slug(index)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -56,12 +57,19 @@ async def test_seed_over_http_is_deterministic_and_rerunnable(live_monolith: Liv
     plan = SeedPlan(categories=3, products=12, stock=50)
     messages: list[str] = []
     async with httpx2.AsyncClient(base_url=live_monolith.base_url, timeout=30) as client:
-        kwargs = {"admin_email": support.ADMIN_EMAIL, "admin_password": support.ADMIN_PASSWORD}
-        await seed(client, plan=plan, progress=messages.append, **kwargs)
+        run_seed = functools.partial(
+            seed,
+            client,
+            admin_email=support.ADMIN_EMAIL,
+            admin_password=support.ADMIN_PASSWORD,
+            plan=plan,
+            progress=messages.append,
+        )
+        await run_seed()
         assert await is_seeded(client, plan)
         first = (await client.get("/products", params={"sku": "SEED-00012"})).json()["items"][0]
         # A second run finds everything and changes nothing but the stock level.
-        await seed(client, plan=plan, progress=messages.append, **kwargs)
+        await run_seed()
         again = (await client.get("/products", params={"sku": "SEED-00012"})).json()["items"]
         assert again == [first]
         detail = (await client.get(f"/products/{first['id']}")).json()
