@@ -95,7 +95,6 @@ def create_app(settings: MonolithSettings | None = None) -> FastAPI:
         app.state.token_verifier = TokenVerifier(
             jwks, issuer=settings.identity.issuer, audience=settings.identity.audience
         )
-        app.state.catalog_settings = settings.catalog
         app.state.cart_settings = settings.cart
         app.state.ports = {
             StockLevels: adapters.InventoryStockLevels(db),

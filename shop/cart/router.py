@@ -15,13 +15,9 @@ router = APIRouter(tags=["cart"])
 
 
 @router.get("/cart", response_model=CartRead, responses=problems(401))
-async def get_cart(
-    principal: CurrentUser, session: Session, catalog: Catalog, settings: Settings
-) -> CartRead:
+async def get_cart(principal: CurrentUser, session: Session, catalog: Catalog) -> CartRead:
     """The caller's cart, priced now."""
-    return await service.get_cart(
-        session, user_id=principal.user_id, catalog=catalog, currency=settings.currency
-    )
+    return await service.get_cart(session, user_id=principal.user_id, catalog=catalog)
 
 
 @router.put(
@@ -46,9 +42,7 @@ async def put_item(
         catalog=catalog,
         max_lines=settings.max_lines,
     )
-    return await service.get_cart(
-        session, user_id=principal.user_id, catalog=catalog, currency=settings.currency
-    )
+    return await service.get_cart(session, user_id=principal.user_id, catalog=catalog)
 
 
 @router.delete("/cart/items/{product_id}", response_model=CartRead, responses=problems(401, 422))
@@ -57,13 +51,10 @@ async def delete_item(
     principal: CurrentUser,
     session: Session,
     catalog: Catalog,
-    settings: Settings,
 ) -> CartRead:
     """Take a product out of the cart (no-op if absent)."""
     await service.delete_items(session, user_id=principal.user_id, product_ids=[product_id])
-    return await service.get_cart(
-        session, user_id=principal.user_id, catalog=catalog, currency=settings.currency
-    )
+    return await service.get_cart(session, user_id=principal.user_id, catalog=catalog)
 
 
 @router.delete(

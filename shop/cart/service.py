@@ -12,7 +12,7 @@ from shop.cart.exceptions import CartFull, ProductNotFound
 from shop.cart.models import CartLine
 from shop.cart.ports import ProductCatalog
 from shop.cart.schemas import CartItemRead, CartRead
-from shop.kernel.types import Money
+from shop.kernel.types import SHOP_CURRENCY, Money
 
 
 async def list_lines(session: AsyncSession, *, user_id: uuid.UUID) -> Sequence[CartLine]:
@@ -20,7 +20,7 @@ async def list_lines(session: AsyncSession, *, user_id: uuid.UUID) -> Sequence[C
 
 
 async def get_cart(
-    session: AsyncSession, *, user_id: uuid.UUID, catalog: ProductCatalog, currency: str
+    session: AsyncSession, *, user_id: uuid.UUID, catalog: ProductCatalog
 ) -> CartRead:
     """The cart priced now; lines of products no longer sold are left out."""
     lines = await repository.list_lines(session, user_id)
@@ -44,7 +44,7 @@ async def get_cart(
     total = sum(item.line_total.amount for item in items)
     return CartRead(
         items=items,
-        total=Money(amount=total, currency=items[0].unit_price.currency if items else currency),
+        total=Money(amount=total, currency=SHOP_CURRENCY),
         item_count=sum(item.quantity for item in items),
     )
 

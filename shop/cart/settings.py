@@ -8,5 +8,4 @@ from shop.kernel.settings import ShopSettings
 
 
 class CartSettings(ShopSettings, env_prefix="CART_"):
-    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$", description="Currency of an empty cart")
     max_lines: int = Field(100, ge=1, description="Distinct products one cart may hold")

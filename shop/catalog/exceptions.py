@@ -1,6 +1,6 @@
 """Catalog's errors."""
 
-from shop.kernel.errors import Conflict, NotFound, Unprocessable
+from shop.kernel.errors import Conflict, NotFound
 
 
 class ProductNotFound(NotFound):
@@ -21,8 +21,3 @@ class CategoryExists(Conflict):
 class SkuExists(Conflict):
     slug = "sku-exists"
     title = "SKU already exists"
-
-
-class WrongCurrency(Unprocessable):
-    slug = "wrong-currency"
-    title = "Unsupported currency"

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response, status
 
 from shop.catalog import service
-from shop.catalog.dependencies import ProductId, Settings, Stock
+from shop.catalog.dependencies import ProductId, Stock
 from shop.catalog.repository import ProductFilter
 from shop.catalog.schemas import (
     CategoryCreate,
@@ -85,11 +85,9 @@ async def get_product(product_id: ProductId, session: Session, stock: Stock) -> 
     response_model=ProductRead,
     responses=problems(401, 403, 404, 409, 422),
 )
-async def create_product(
-    body: ProductCreate, session: Session, settings: Settings, _: AdminUser
-) -> Any:
+async def create_product(body: ProductCreate, session: Session, _: AdminUser) -> Any:
     """Add a product (admin)."""
-    return await service.create_product(session, data=body, currency=settings.currency)
+    return await service.create_product(session, data=body)
 
 
 @router.patch(
@@ -98,12 +96,10 @@ async def create_product(
     responses=problems(401, 403, 404, 422),
 )
 async def update_product(
-    product_id: ProductId, body: ProductUpdate, session: Session, settings: Settings, _: AdminUser
+    product_id: ProductId, body: ProductUpdate, session: Session, _: AdminUser
 ) -> Any:
     """Change a product's name, description, category or price (admin)."""
-    return await service.update_product(
-        session, product_id=product_id, data=body, currency=settings.currency
-    )
+    return await service.update_product(session, product_id=product_id, data=body)
 
 
 @router.delete(

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints
 
 from shop.kernel.types import (
     MAX_INT32,
@@ -44,19 +44,12 @@ class ProductCreate(InputModel):
 
 
 class ProductUpdate(InputModel):
-    """Every field optional; only the fields sent are changed."""
+    """Every field optional; only the fields sent with a value are changed (null: unchanged)."""
 
     name: ShortText | None = None
     description: LongText | None = None
     category_id: IntId | None = None
     price: MoneyIn | None = None
-
-    @model_validator(mode="after")
-    def _no_nulls(self) -> ProductUpdate:
-        for field in self.model_fields_set:
-            if getattr(self, field) is None:
-                raise ValueError(f"{field} cannot be null")
-        return self
 
 
 class ProductRead(OutputModel):

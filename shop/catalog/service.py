@@ -12,12 +12,10 @@ from shop.catalog.exceptions import (
     CategoryNotFound,
     ProductNotFound,
     SkuExists,
-    WrongCurrency,
 )
 from shop.catalog.models import Category, Product
 from shop.catalog.repository import ProductFilter
 from shop.catalog.schemas import CategoryCreate, ProductCreate, ProductSort, ProductUpdate
-from shop.kernel.types import Money
 
 
 async def list_categories(session: AsyncSession) -> Sequence[Category]:
@@ -56,13 +54,7 @@ async def _check_category(session: AsyncSession, category_id: int) -> None:
         raise CategoryNotFound(f"There is no category {category_id}.")
 
 
-def _check_currency(price: Money, currency: str) -> None:
-    if price.currency != currency:
-        raise WrongCurrency(f"Prices are in {currency}; {price.currency} is not accepted.")
-
-
-async def create_product(session: AsyncSession, *, data: ProductCreate, currency: str) -> Product:
-    _check_currency(data.price, currency)
+async def create_product(session: AsyncSession, *, data: ProductCreate) -> Product:
     await _check_category(session, data.category_id)
     product = Product(
         sku=data.sku,
@@ -78,15 +70,12 @@ async def create_product(session: AsyncSession, *, data: ProductCreate, currency
     return product
 
 
-async def update_product(
-    session: AsyncSession, *, product_id: int, data: ProductUpdate, currency: str
-) -> Product:
+async def update_product(session: AsyncSession, *, product_id: int, data: ProductUpdate) -> Product:
     product = await get_product(session, product_id=product_id)
-    changes = data.model_dump(exclude_unset=True, exclude={"price"})
+    changes = data.model_dump(exclude_none=True, exclude={"price"})
     if data.category_id is not None:
         await _check_category(session, data.category_id)
     if data.price is not None:
-        _check_currency(data.price, currency)
         product.price_amount = data.price.amount
     for field, value in changes.items():
         setattr(product, field, value)

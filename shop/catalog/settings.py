@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-
 from shop.kernel.settings import ShopSettings
 
 
 class CatalogSettings(ShopSettings, env_prefix="CATALOG_"):
-    currency: str = Field("EUR", pattern=r"^[A-Z]{3}$", description="The shop's one currency")
+    """Nothing to tune yet; the class keeps the settings vocabulary uniform."""

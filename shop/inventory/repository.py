@@ -24,7 +24,7 @@ async def available(session: AsyncSession, product_ids: Collection[int]) -> dict
             StockItem.product_id.in_(product_ids)
         )
     )
-    return {product_id: units for product_id, units in rows}
+    return {row[0]: row[1] for row in rows}
 
 
 async def set_on_hand(session: AsyncSession, product_id: int, on_hand: int) -> bool:

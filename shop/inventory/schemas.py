@@ -18,7 +18,7 @@ class StockItemRead(OutputModel):
 
 
 class StockUpdate(InputModel):
-    on_hand: Annotated[int, Field(ge=0, le=MAX_INT32, strict=True)]
+    on_hand: Annotated[int, Field(ge=0, le=MAX_INT32)]
 
 
 class ReservationLineIn(InputModel):

@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 logger = logging.getLogger("shop.errors")
@@ -172,13 +173,30 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match is not Match.NONE and route_methods:
+            methods.update(route_methods)
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     slug, title = _HTTP_SLUGS.get(exc.status_code, ("http-error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail else title
+    headers = dict(exc.headers or {})
     if exc.status_code == 404 and detail == "Not Found":
         detail = "No resource at this path."
-    return problem_response(exc.status_code, slug, title, detail, headers=exc.headers)
+    elif exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
+        detail = f"{request.method} is not allowed here; use {headers['Allow']}."
+    elif exc.status_code == 400 and detail == "There was an error parsing the body":
+        detail = "The request body could not be parsed."
+    return problem_response(exc.status_code, slug, title, detail, headers=headers or None)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -197,7 +215,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries documenting problem+json errors of a route."""
+    """OpenAPI ``responses`` entries documenting problem+json errors of a route.
+
+    A route that validates input (422) can also meet a body it cannot parse (400).
+    """
+    if 422 in statuses and 400 not in statuses:
+        statuses = (400, *statuses)
     descriptions = {
         400: "Bad request",
         401: "Missing or invalid access token",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, Header, Path
+from fastapi import Depends, Path, Request
 
 from shop.kernel.ports import provide
 from shop.orders.exceptions import IdempotencyKeyMissing
@@ -15,15 +15,27 @@ Ports = Annotated[CheckoutPorts, Depends(provide(CheckoutPorts))]
 OrderId = Annotated[uuid.UUID, Path(description="An order id")]
 
 
-def idempotency_key(
-    key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="A unique key per checkout attempt (1-255 printable ASCII characters)",
-        ),
-    ] = None,
-) -> str:
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+_KEY_PATTERN = "^[!-~]{1,255}$"
+
+# Read by hand (not a FastAPI Header parameter) so that a missing or malformed key is the
+# documented 400 idempotency-key-missing rather than a generic 422; documented here.
+IDEMPOTENCY_KEY_OPENAPI = {
+    "parameters": [
+        {
+            "name": IDEMPOTENCY_KEY_HEADER,
+            "in": "header",
+            "required": True,
+            "description": "A unique key per checkout attempt; a retry with the same key and"
+            " body replays the first answer.",
+            "schema": {"type": "string", "pattern": _KEY_PATTERN},
+        }
+    ]
+}
+
+
+def idempotency_key(request: Request) -> str:
+    key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
     if key is None or not 1 <= len(key) <= 255 or not all(33 <= ord(c) <= 126 for c in key):
         raise IdempotencyKeyMissing(
             "POST /orders needs an Idempotency-Key header of 1-255 printable ASCII characters."

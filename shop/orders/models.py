@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shop.kernel.db import UtcDateTime, make_metadata, utcnow
@@ -44,7 +44,7 @@ class Order(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), index=True)
     saga_step: Mapped[str] = mapped_column(String(16))
-    total_amount: Mapped[int] = mapped_column(Integer)
+    total_amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     shipping_address: Mapped[dict[str, Any]] = mapped_column(JSON)
     card_last4: Mapped[str] = mapped_column(String(4))

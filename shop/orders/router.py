@@ -12,7 +12,7 @@ from shop.kernel.errors import PROBLEM_CONTENT_TYPE, problems
 from shop.kernel.pagination import Page, Paging
 from shop.kernel.security import CurrentUser
 from shop.orders import service
-from shop.orders.dependencies import IdempotencyKey, OrderId, Ports
+from shop.orders.dependencies import IDEMPOTENCY_KEY_OPENAPI, IdempotencyKey, OrderId, Ports
 from shop.orders.schemas import OrderCreate, OrderRead
 
 router = APIRouter(tags=["orders"])
@@ -23,6 +23,7 @@ router = APIRouter(tags=["orders"])
     status_code=status.HTTP_201_CREATED,
     response_model=OrderRead,
     responses=problems(400, 401, 402, 409, 422, 503, 504),
+    openapi_extra=IDEMPOTENCY_KEY_OPENAPI,
 )
 async def create_order(
     principal: CurrentUser, key: IdempotencyKey, body: OrderCreate, db: Db, ports: Ports

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Integer, String, Uuid
+from sqlalchemy import BigInteger, String, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shop.kernel.db import UtcDateTime, make_metadata, utcnow
@@ -32,7 +32,7 @@ class Payment(Base):
     idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
     order_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
-    amount: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(16))
     card_last4: Mapped[str] = mapped_column(String(4))

@@ -26,7 +26,7 @@ def upgrade() -> None:
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("saga_step", sa.String(length=16), nullable=False),
-        sa.Column("total_amount", sa.Integer(), nullable=False),
+        sa.Column("total_amount", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("shipping_address", sa.JSON(), nullable=False),
         sa.Column("card_last4", sa.String(length=4), nullable=False),

@@ -24,7 +24,7 @@ def upgrade() -> None:
         sa.Column("idempotency_key", sa.String(length=255), nullable=False),
         sa.Column("order_id", sa.Uuid(), nullable=False),
         sa.Column("user_id", sa.Uuid(), nullable=False),
-        sa.Column("amount", sa.Integer(), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("card_last4", sa.String(length=4), nullable=False),
