@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, status
-from pydantic import AfterValidator
 
 from shop.identity import service
 from shop.identity.dependencies import Identity
@@ -13,7 +12,6 @@ from shop.identity.schemas import Jwks, Token, UserCreate, UserRead
 from shop.kernel.db import Session
 from shop.kernel.errors import problems
 from shop.kernel.security import CurrentUser
-from shop.kernel.types import no_control_chars
 
 router = APIRouter(tags=["identity"])
 
@@ -37,11 +35,7 @@ async def register(body: UserCreate, session: Session, identity: Identity) -> An
 
 @router.post("/auth/token", response_model=Token, responses=problems(401, 422))
 async def token(
-    username: Annotated[
-        str,
-        Form(min_length=1, max_length=320, description="The account's email"),
-        AfterValidator(no_control_chars),
-    ],
+    username: Annotated[str, Form(min_length=1, max_length=320, description="The account's email")],
     password: Annotated[str, Form(min_length=1, max_length=128)],
     session: Session,
     identity: Identity,

@@ -6,16 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import EmailStr, Field, StringConstraints
+from pydantic import StringConstraints
 
 from shop.kernel.security import Role
-from shop.kernel.types import InputModel, Name, OutputModel
+from shop.kernel.types import Email, InputModel, Name, OutputModel
 
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
 
 
 class UserCreate(InputModel):
-    email: Annotated[EmailStr, Field(max_length=320)]
+    email: Email
     password: Password
     name: Name
 

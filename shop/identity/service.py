@@ -79,7 +79,9 @@ async def create_token(
     password: str,
 ) -> str:
     """An access token for valid credentials; :class:`InvalidCredentials` otherwise."""
-    user = await repository.get_user_by_email(session, normalise_email(email))
+    # An unprintable "email" cannot name an account (and NUL would upset PostgreSQL).
+    email = normalise_email(email)
+    user = await repository.get_user_by_email(session, email) if email.isprintable() else None
     if not await passwords.verify(user.password_hash if user else None, password):
         raise InvalidCredentials("The email or the password is wrong.")
     assert user is not None

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 MAX_INT32 = 2**31 - 1
 SHOP_CURRENCY = "EUR"
@@ -20,27 +29,68 @@ def no_control_chars(value: str) -> str:
     return value
 
 
+# The patterns say in the schema what no_control_chars checks: one line of text that starts
+# and ends with a visible character (Name, ShortText), or free text (LongText).
+_LINE = r"^[^\s\x00-\x1f\x7f]([^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 Name = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    StringConstraints(min_length=1, max_length=100, pattern=_LINE),
     AfterValidator(no_control_chars),
 ]
 ShortText = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    StringConstraints(min_length=1, max_length=200, pattern=_LINE),
     AfterValidator(no_control_chars),
 ]
 LongText = Annotated[
     str,
-    StringConstraints(max_length=5000),
+    StringConstraints(max_length=5000, pattern=_TEXT),
     AfterValidator(no_control_chars),
 ]
-SearchText = Annotated[str, StringConstraints(max_length=100), AfterValidator(no_control_chars)]
+SearchText = Annotated[
+    str, StringConstraints(max_length=100, pattern=_TEXT), AfterValidator(no_control_chars)
+]
 """A query-string search term."""
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", max_length=64)]
-IntId = Annotated[int, Field(ge=1, le=MAX_INT32)]
-Quantity = Annotated[int, Field(ge=1, le=1000)]
-MinorUnits = Annotated[int, Field(ge=0, le=MAX_INT32)]
+
+
+def _whole_number(value: object) -> object:
+    """JSON integers, and floats like ``3.0`` (JSON Schema calls them integers); no bools or
+    strings."""
+    if isinstance(value, bool | str | bytes):
+        raise ValueError("must be an integer")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+"""An integer in a JSON body."""
+IntId = Annotated[WholeNumber, Field(ge=1, le=MAX_INT32)]
+Quantity = Annotated[WholeNumber, Field(ge=1, le=1000)]
+Count = Annotated[WholeNumber, Field(ge=0, le=MAX_INT32)]
+
+# The WHATWG form rule for email addresses, which is what people mean by an email address
+# (RFC 5322 quoting aside); special-use domains such as .local are fine for a shop's users.
+_EMAIL = re.compile(
+    r"[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*"
+)
+
+
+def _email(value: str) -> str:
+    if len(value) > 254 or not _EMAIL.fullmatch(value):
+        raise ValueError("not a valid email address")
+    return value.lower()
+
+
+Email = Annotated[
+    str,
+    AfterValidator(_email),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+]
+"""An email address, stored lower-case."""
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 
@@ -68,5 +118,5 @@ class Money(BaseModel):
 class MoneyIn(Money):
     """A price in a request: an integer amount within 32 bits, in the shop's currency."""
 
-    amount: Annotated[int, Field(ge=0, le=MAX_INT32)]
+    amount: Annotated[WholeNumber, Field(ge=0, le=MAX_INT32)]
     currency: Literal["EUR"]

@@ -6,23 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema
 
 from shop.kernel.types import InputModel, Money, Name, OutputModel, ShortText
 from shop.orders.models import OrderStatus
-
-
-def _luhn(number: str) -> str:
-    total = 0
-    for index, char in enumerate(reversed(number)):
-        digit = int(char)
-        if index % 2 == 1:
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        total += digit
-    if total % 10:
-        raise ValueError("the card number fails the Luhn check")
-    return number
-
 
 # ISO 3166-1 alpha-2, the officially assigned codes.
 COUNTRY_CODES = frozenset(
@@ -47,7 +34,8 @@ def _country(code: str) -> str:
     return code
 
 
-CardNumber = Annotated[str, StringConstraints(pattern=r"^[0-9]{12,19}$"), AfterValidator(_luhn)]
+# Any 12-19 digits: like a real processor, the fake one decides what it accepts.
+CardNumber = Annotated[str, StringConstraints(pattern=r"^[0-9]{12,19}$")]
 
 
 class ShippingAddress(InputModel):
@@ -56,9 +44,12 @@ class ShippingAddress(InputModel):
     line2: ShortText | None = None
     city: Name
     postal_code: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 -]{1,11}$")]
-    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$"), AfterValidator(_country)] = (
-        Field(description="ISO 3166-1 alpha-2")
-    )
+    country: Annotated[
+        str,
+        AfterValidator(_country),
+        WithJsonSchema({"type": "string", "enum": sorted(COUNTRY_CODES)}),
+        Field(description="ISO 3166-1 alpha-2"),
+    ]
 
 
 class OrderCreate(InputModel):

@@ -202,14 +202,13 @@ async def test_stock_released_by_a_failed_payment_can_be_bought(
 @pytest.mark.parametrize(
     "card_number",
     [
-        "4242424242424241",
         "4242abcd42424242",
         "42424242424",
         "42424242424242424242",
         "",
         "-4242424242424242",
     ],
-    ids=["luhn-fail", "letters", "11-digits", "20-digits", "empty", "signed"],
+    ids=["letters", "11-digits", "20-digits", "empty", "signed"],
 )
 async def test_invalid_card_number(
     client: httpx2.AsyncClient, admin: User, card_number: str

@@ -17,7 +17,7 @@ from shop.cart.exceptions import CartFull, ProductNotFound
 from shop.cart.ports import CatalogEntry
 from shop.cart.schemas import CartItemUpdate
 from shop.kernel.db import Database
-from shop.kernel.types import Money
+from shop.kernel.types import SHOP_CURRENCY, Money
 from tests.unit.conftest import MakeDatabase
 
 pytestmark = pytest.mark.anyio
@@ -85,10 +85,10 @@ async def put(
 async def test_an_empty_cart_is_zero_in_the_shop_currency(
     session: AsyncSession, catalog: FakeCatalog
 ) -> None:
-    cart = await service.get_cart(session, user_id=uuid.uuid4(), catalog=catalog, currency="CHF")
+    cart = await service.get_cart(session, user_id=uuid.uuid4(), catalog=catalog)
 
     assert cart.items == []
-    assert cart.total == Money(amount=0, currency="CHF")
+    assert cart.total == Money(amount=0, currency=SHOP_CURRENCY)
     assert cart.item_count == 0
 
 
@@ -99,7 +99,7 @@ async def test_get_cart_prices_every_line_now(session: AsyncSession, catalog: Fa
     await put(session, catalog, user, 3, 1)
     catalog.add(2, "Big cup", 400)  # the price changed after the cup was added
 
-    cart = await service.get_cart(session, user_id=user, catalog=catalog, currency="EUR")
+    cart = await service.get_cart(session, user_id=user, catalog=catalog)
 
     assert [(i.product_id, i.name, i.quantity) for i in cart.items] == [
         (1, "Teapot", 2),
@@ -121,21 +121,21 @@ async def test_deleted_products_vanish_from_the_cart_and_its_totals(
     await put(session, catalog, user, 2, 5)
     catalog.delete(1)
 
-    cart = await service.get_cart(session, user_id=user, catalog=catalog, currency="EUR")
+    cart = await service.get_cart(session, user_id=user, catalog=catalog)
 
     assert [i.product_id for i in cart.items] == [2]
     assert cart.total == Money(amount=5 * 350, currency="EUR")
     assert cart.item_count == 5
 
 
-async def test_a_cart_of_deleted_products_only_is_empty_in_the_shop_currency(
+async def test_a_cart_of_deleted_products_only_is_empty(
     session: AsyncSession, catalog: FakeCatalog
 ) -> None:
     user = uuid.uuid4()
     await put(session, catalog, user, 1, 2)
     catalog.delete(1)
 
-    cart = await service.get_cart(session, user_id=user, catalog=catalog, currency="EUR")
+    cart = await service.get_cart(session, user_id=user, catalog=catalog)
 
     assert cart.items == []
     assert cart.total == Money(amount=0, currency="EUR")
@@ -147,7 +147,7 @@ async def test_carts_are_per_user(session: AsyncSession, catalog: FakeCatalog) -
     await put(session, catalog, alice, 1, 1)
     await put(session, catalog, bob, 2, 4)
 
-    cart = await service.get_cart(session, user_id=alice, catalog=catalog, currency="EUR")
+    cart = await service.get_cart(session, user_id=alice, catalog=catalog)
 
     assert [(i.product_id, i.quantity) for i in cart.items] == [(1, 1)]
 
@@ -201,12 +201,12 @@ async def test_lines_of_deleted_products_do_not_count_against_a_full_cart(
     await put(session, catalog, user, 1, 1, max_lines=2)
     await put(session, catalog, user, 2, 1, max_lines=2)
     catalog.delete(1)
-    shown = await service.get_cart(session, user_id=user, catalog=catalog, currency="EUR")
+    shown = await service.get_cart(session, user_id=user, catalog=catalog)
     assert len(shown.items) == 1
 
     await put(session, catalog, user, 3, 1, max_lines=2)
 
-    cart = await service.get_cart(session, user_id=user, catalog=catalog, currency="EUR")
+    cart = await service.get_cart(session, user_id=user, catalog=catalog)
     assert [i.product_id for i in cart.items] == [2, 3]
 
 
