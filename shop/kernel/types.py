@@ -22,7 +22,7 @@ SHOP_CURRENCY = "EUR"
 
 def no_control_chars(value: str) -> str:
     """Reject control characters (NUL breaks PostgreSQL text) and lone surrogates."""
-    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value) or "\x7f" in value:
+    if any((ord(ch) < 32 and ch not in "\t\n\r") or 0x7F <= ord(ch) <= 0x9F for ch in value):
         raise ValueError("control characters are not allowed")
     if any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
         raise ValueError("lone surrogates are not allowed")
@@ -31,8 +31,11 @@ def no_control_chars(value: str) -> str:
 
 # The patterns say in the schema what no_control_chars checks: one line of text that starts
 # and ends with a visible character (Name, ShortText), or free text (LongText).
-_LINE = r"^[^\s\x00-\x1f\x7f]([^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
-_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+# Spaces are spelled out: JavaScript's \s (the schema's) and Rust's (pydantic's) differ.
+_SPACE = r"\x20\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+_LINE = rf"^[^{_SPACE}{_CONTROL}]([^{_CONTROL}]*[^{_SPACE}{_CONTROL}])?$"
+_TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
 Name = Annotated[
     str,
     StringConstraints(min_length=1, max_length=100, pattern=_LINE),
@@ -65,11 +68,10 @@ def _whole_number(value: object) -> object:
     return value
 
 
-WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
-"""An integer in a JSON body."""
-IntId = Annotated[WholeNumber, Field(ge=1, le=MAX_INT32)]
-Quantity = Annotated[WholeNumber, Field(ge=1, le=1000)]
-Count = Annotated[WholeNumber, Field(ge=0, le=MAX_INT32)]
+IntId = Annotated[int, Field(ge=1, le=MAX_INT32), BeforeValidator(_whole_number)]
+"""An id in a JSON body (the constraints come first so the schema states them)."""
+Quantity = Annotated[int, Field(ge=1, le=1000), BeforeValidator(_whole_number)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT32), BeforeValidator(_whole_number)]
 
 # The WHATWG form rule for email addresses, which is what people mean by an email address
 # (RFC 5322 quoting aside); special-use domains such as .local are fine for a shop's users.
@@ -118,5 +120,5 @@ class Money(BaseModel):
 class MoneyIn(Money):
     """A price in a request: an integer amount within 32 bits, in the shop's currency."""
 
-    amount: Annotated[WholeNumber, Field(ge=0, le=MAX_INT32)]
+    amount: Count
     currency: Literal["EUR"]

@@ -104,8 +104,16 @@ async def test_quantity_bounds(client: httpx2.AsyncClient, admin: User) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{"quantity": 0}, {"quantity": 1001}, {"quantity": -1}, {"quantity": 1.5}, {}],
-    ids=["zero", "1001", "negative", "float", "missing"],
+    [
+        {"quantity": 0},
+        {"quantity": 1001},
+        {"quantity": -1},
+        {"quantity": 1.5},
+        {"quantity": "3"},
+        {"quantity": True},
+        {},
+    ],
+    ids=["zero", "1001", "negative", "float", "string", "bool", "missing"],
 )
 async def test_invalid_quantity(client: httpx2.AsyncClient, admin: User, body: JSON) -> None:
     customer = await new_customer(client)
@@ -240,3 +248,14 @@ async def test_cart_full_beyond_100_distinct_lines(client: httpx2.AsyncClient, a
     # changing the quantity of an existing line is still fine
     cart = await put_cart_item(client, customer, products[0]["id"], 2)
     assert_money(cart["total"], 101 * 100)
+
+
+async def test_quantity_written_as_whole_float(client: httpx2.AsyncClient, admin: User) -> None:
+    customer = await new_customer(client)
+    teapot, _ = await _two_products(client, admin)
+    resp = await client.put(
+        f"/cart/items/{teapot['id']}", json={"quantity": 3.0}, headers=customer.headers
+    )
+    cart = expect(resp, 200)
+    assert _lines(cart)[teapot["id"]]["quantity"] == 3
+    assert_money(cart["total"], 3 * 1250)

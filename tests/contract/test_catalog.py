@@ -549,3 +549,81 @@ async def test_list_filters_by_exact_sku(client: httpx2.AsyncClient, catalog: JS
     assert await _list_ids(client, sku=unique("SKU-")) == []
     slug = catalog["category"]["slug"]
     assert await _list_ids(client, sku=product["sku"], category=slug) == [product["id"]]
+
+
+# --------------------------------------------------------------------------- input rules
+
+
+@pytest.mark.parametrize(
+    "price",
+    [
+        {"amount": "1250", "currency": "EUR"},
+        {"amount": True, "currency": "EUR"},
+        {"amount": 1250, "currency": "USD"},
+        {"amount": 1250, "currency": "eur"},
+    ],
+    ids=["string-amount", "bool-amount", "usd", "lower-case-eur"],
+)
+async def test_price_is_whole_eur_minor_units(
+    client: httpx2.AsyncClient, admin: User, price: JSON
+) -> None:
+    category = await create_category(client, admin)
+    product = await create_product(client, admin, category["id"], price=700)
+    body = _product_body(category["id"], price=price)
+    assert_validation_error(await client.post("/products", json=body, headers=admin.headers))
+    assert await _list_ids(client, category=category["slug"]) == [product["id"]]
+    resp = await client.patch(
+        f"/products/{product['id']}", json={"price": price}, headers=admin.headers
+    )
+    assert_validation_error(resp)
+    assert_money(expect(await client.get(f"/products/{product['id']}"), 200)["price"], 700)
+
+
+async def test_a_whole_number_written_as_float_is_an_integer(
+    client: httpx2.AsyncClient, admin: User
+) -> None:
+    category = await create_category(client, admin)
+    body = _product_body(category["id"], price={"amount": 1250.0, "currency": "EUR"})
+    product = expect(await client.post("/products", json=body, headers=admin.headers), 201)
+    assert product["price"] == {"amount": 1250, "currency": "EUR"}
+    assert isinstance(product["price"]["amount"], int)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [" Teapot", "Teapot ", "Tea\npot", "Tea\x07pot", ""],
+    ids=["leading-space", "trailing-space", "newline", "bell", "empty"],
+)
+async def test_names_are_visible_edged_without_controls(
+    client: httpx2.AsyncClient, admin: User, name: str
+) -> None:
+    category = await create_category(client, admin)
+    product = await create_product(client, admin, category["id"])
+
+    body = _product_body(category["id"], name=name)
+    assert_validation_error(await client.post("/products", json=body, headers=admin.headers))
+    assert await _list_ids(client, category=category["slug"]) == [product["id"]]
+
+    resp = await client.patch(
+        f"/products/{product['id']}", json={"name": name}, headers=admin.headers
+    )
+    assert_validation_error(resp)
+    assert expect(await client.get(f"/products/{product['id']}"), 200)["name"] == product["name"]
+
+    slug = unique("cat-")
+    resp = await client.post(
+        "/categories", json={"slug": slug, "name": name}, headers=admin.headers
+    )
+    assert_validation_error(resp)
+    assert slug not in {c["slug"] for c in expect_list(await client.get("/categories"))}
+
+
+async def test_descriptions_may_hold_tabs_and_newlines(
+    client: httpx2.AsyncClient, admin: User
+) -> None:
+    category = await create_category(client, admin)
+    description = "Line one\n\tindented line two\nline three"
+    body = _product_body(category["id"], description=description)
+    product = expect(await client.post("/products", json=body, headers=admin.headers), 201)
+    assert product["description"] == description
+    assert expect(await client.get(f"/products/{product['id']}"), 200)["description"] == description

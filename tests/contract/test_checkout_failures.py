@@ -21,6 +21,7 @@ from tests.contract.helpers import (
     checkout,
     create_category,
     create_product,
+    expect,
     get_cart,
     new_customer,
     order_body,
@@ -29,6 +30,7 @@ from tests.contract.helpers import (
     put_cart_item,
     set_stock,
     shipping_address,
+    unique,
 )
 
 pytestmark = pytest.mark.anyio
@@ -167,8 +169,9 @@ async def test_timed_out_card_releases_the_stock(
     customer = await new_customer(client)
     product = await order_ready(client, admin, customer, quantity=2, on_hand=5)
 
+    key = unique("idem-")
     started = time.monotonic()
-    resp = await checkout(client, customer, order_body(TIMEOUT_CARD))
+    resp = await checkout(client, customer, order_body(TIMEOUT_CARD), key=key)
     elapsed = time.monotonic() - started
 
     assert_problem(resp, 504, "payment-timeout")
@@ -180,6 +183,14 @@ async def test_timed_out_card_releases_the_stock(
     for payment in await payments_of(client, customer):
         assert payment["order_id"] == order["id"]
         assert payment["status"] == "timed_out"
+
+    # the same key and body replay the 504; nothing is charged on the way
+    replay = await checkout(client, customer, order_body(TIMEOUT_CARD), key=key)
+    assert_problem(replay, 504, "payment-timeout")
+    assert replay.json() == resp.json()
+    assert [o["id"] for o in await all_orders(client, customer)] == [order["id"]]
+    await _assert_nothing_charged(client, customer)
+    await assert_stock(client, admin, product["id"], on_hand=5)
 
 
 async def test_stock_released_by_a_failed_payment_can_be_bought(
@@ -194,6 +205,34 @@ async def test_stock_released_by_a_failed_payment_can_be_bought(
     resp = await checkout(client, customer)
     assert resp.status_code == 201, resp.text
     await assert_stock(client, admin, product["id"], on_hand=0)
+
+
+# --------------------------------------------------------------------------- card numbers
+
+
+@pytest.mark.parametrize(
+    ("card_number", "last4"),
+    [
+        ("424242424242", "4242"),
+        ("4242424242424242424", "2424"),
+        ("4242424242424241", "4241"),
+        ("0000000000001234", "1234"),
+    ],
+    ids=["12-digits", "19-digits", "luhn-failing", "zeros"],
+)
+async def test_any_12_to_19_digits_are_left_to_the_processor(
+    client: httpx2.AsyncClient, admin: User, card_number: str, last4: str
+) -> None:
+    """The shop checks only the digits; the (fake) processor approves all but 0002 / 0119."""
+    customer = await new_customer(client)
+    product = await order_ready(client, admin, customer, on_hand=3)
+    order = assert_order(
+        expect(await checkout(client, customer, order_body(card_number)), 201), status="confirmed"
+    )
+    assert order["card_last4"] == last4
+    payments = await payments_of(client, customer, order["id"])
+    assert [(p["status"], p["card_last4"]) for p in payments] == [("captured", last4)]
+    await assert_stock(client, admin, product["id"], on_hand=2)
 
 
 # --------------------------------------------------------------------------- invalid bodies

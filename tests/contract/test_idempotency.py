@@ -22,6 +22,7 @@ from tests.contract.helpers import (
     order_ready,
     payments_of,
     put_cart_item,
+    set_stock,
     unique,
 )
 
@@ -90,6 +91,25 @@ async def test_replay_of_a_declined_checkout(client: httpx2.AsyncClient, admin: 
     assert len(payments) <= 1
     assert all(p["status"] == "declined" for p in payments)
     await assert_stock(client, admin, product["id"], on_hand=2)
+
+
+async def test_replay_of_an_out_of_stock_checkout(client: httpx2.AsyncClient, admin: User) -> None:
+    customer = await new_customer(client)
+    product = await order_ready(client, admin, customer, quantity=3, on_hand=1)
+    key = unique("idem-")
+    first = await checkout(client, customer, key=key)
+    assert_problem(first, 409, "out-of-stock")
+
+    # the replay is the first response, even once the stock would suffice
+    await set_stock(client, admin, product["id"], 10)
+    replay = await checkout(client, customer, key=key)
+    assert_problem(replay, 409, "out-of-stock")
+    assert replay.json() == first.json()
+
+    orders = await all_orders(client, customer)
+    assert [(o["status"], o["failure_reason"]) for o in orders] == [("rejected", "out-of-stock")]
+    assert await payments_of(client, customer) == []
+    await assert_stock(client, admin, product["id"], on_hand=10)
 
 
 async def test_same_key_with_another_body_is_reused(

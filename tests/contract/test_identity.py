@@ -251,3 +251,34 @@ async def test_register_with_id_is_rejected(client: httpx2.AsyncClient) -> None:
     )
     assert_validation_error(resp)
     assert_problem(await request_token(client, email, "with-id-pw"), 401, "unauthorized")
+
+
+async def test_emails_are_stored_and_compared_lower_case(client: httpx2.AsyncClient) -> None:
+    local = unique("Mixed.Case-")
+    user = expect(await register(client, f"{local}@Example.COM", "mixed-case-pw", "Mixed"), 201)
+    assert user["email"] == f"{local.lower()}@example.com"
+
+    token = await login(client, f"{local.upper()}@EXAMPLE.COM", "mixed-case-pw")
+    me = expect(await client.get("/users/me", headers=bearer(token)), 200)
+    assert me["id"] == user["id"]
+    assert me["email"] == f"{local.lower()}@example.com"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [" Ada", "Ada ", "Ada\nLovelace", "Ada\tLovelace", "\u00a0", "Ada\x00"],
+    ids=["leading-space", "trailing-space", "newline", "tab", "nbsp-only", "nul"],
+)
+async def test_register_name_must_be_visible_edged_without_controls(
+    client: httpx2.AsyncClient, name: str
+) -> None:
+    email = unique_email("badname")
+    assert_validation_error(await register(client, email, "bad-name-password", name))
+    assert_problem(await request_token(client, email, "bad-name-password"), 401, "unauthorized")
+
+
+async def test_register_name_may_hold_inner_spaces(client: httpx2.AsyncClient) -> None:
+    user = expect(
+        await register(client, unique_email("spaced"), "spaced-password", "Ada  King Lovelace"), 201
+    )
+    assert user["name"] == "Ada  King Lovelace"

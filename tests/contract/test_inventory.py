@@ -95,3 +95,19 @@ async def test_inventory_ids_out_of_range(
     assert_validation_error(await client.get(f"/inventory/{bad_id}", headers=admin.headers))
     resp = await client.put(f"/inventory/{bad_id}", json={"on_hand": 1}, headers=admin.headers)
     assert_validation_error(resp)
+
+
+async def test_on_hand_is_a_whole_number(client: httpx2.AsyncClient, admin: User) -> None:
+    category = await create_category(client, admin)
+    product = await create_product(client, admin, category["id"])
+    pid = product["id"]
+    await set_stock(client, admin, pid, 2)
+
+    for bad in ("5", True):
+        resp = await client.put(f"/inventory/{pid}", json={"on_hand": bad}, headers=admin.headers)
+        assert_validation_error(resp)
+    await assert_stock(client, admin, pid, on_hand=2)
+
+    resp = await client.put(f"/inventory/{pid}", json={"on_hand": 5.0}, headers=admin.headers)
+    item = expect(resp, 200)
+    assert item == {"product_id": pid, "on_hand": 5, "reserved": 0, "available": 5}

@@ -29,17 +29,22 @@ async def test_unknown_route_is_a_not_found_problem(
 
 
 @pytest.mark.parametrize(
-    ("method", "path"),
+    ("method", "path", "allowed"),
     [
-        ("POST", "/healthz"),
-        ("DELETE", "/categories"),
-        ("PATCH", "/cart"),
-        ("PUT", "/orders"),
-        ("GET", "/auth/token"),
-        ("DELETE", "/users/me"),
+        ("POST", "/healthz", "GET"),
+        ("DELETE", "/categories", "POST"),
+        ("PATCH", "/cart", "DELETE"),
+        ("PUT", "/orders", "POST"),
+        ("GET", "/auth/token", "POST"),
+        ("DELETE", "/users/me", "GET"),
     ],
 )
 async def test_wrong_method_on_known_path_is_method_not_allowed(
-    client: httpx2.AsyncClient, method: str, path: str
+    client: httpx2.AsyncClient, method: str, path: str, allowed: str
 ) -> None:
-    assert_problem(await client.request(method, path), 405, "method-not-allowed")
+    resp = await client.request(method, path)
+    assert_problem(resp, 405, "method-not-allowed")
+    # RFC 9110: a 405 names the methods the resource does support
+    allow = {m.strip().upper() for m in resp.headers.get("allow", "").split(",")}
+    assert allowed in allow, resp.headers
+    assert method not in allow, resp.headers

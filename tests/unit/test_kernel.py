@@ -393,7 +393,7 @@ C0_FORBIDDEN = [chr(c) for c in range(32) if chr(c) not in "\t\n\r"] + ["\x7f"]
 )
 def test_c0_control_characters_and_del_are_rejected(before: str, control: str, after: str) -> None:
     for adapter in (name, short_text, long_text):
-        with pytest.raises(ValidationError, match="control characters"):
+        with pytest.raises(ValidationError):
             adapter.validate_python(before + control + after)
 
 
@@ -407,33 +407,34 @@ def test_c1_control_characters_are_rejected_too(control: str) -> None:
 
 @pytest.mark.parametrize("surrogate", ["\ud800", "\udfff"])
 def test_lone_surrogates_are_rejected(surrogate: str) -> None:
-    with pytest.raises(ValidationError, match="surrogates"):
-        name.validate_python(f"Tea{surrogate}pot")
+    for adapter in (name, short_text, long_text):
+        with pytest.raises(ValidationError):
+            adapter.validate_python(f"Tea{surrogate}pot")
 
 
 @HYPOTHESIS
-@given(st.text(alphabet=st.characters(categories=["L", "N", "P", "S", "Zs"]), max_size=100))
-def test_printable_text_passes_stripped(text: str) -> None:
-    stripped = text.strip()
-    if stripped:
-        assert name.validate_python(text) == stripped
-    else:
-        with pytest.raises(ValidationError):
-            name.validate_python(text)
+@given(st.text(alphabet=st.characters(categories=["L", "N", "P", "S"]), min_size=1, max_size=100))
+def test_printable_text_is_kept_as_is(text: str) -> None:
+    assert name.validate_python(text) == text
+    assert short_text.validate_python(text) == text
+    assert long_text.validate_python(text) == text
 
 
-def test_text_lengths_and_whitespace() -> None:
-    assert name.validate_python("  Ada\tLovelace ") == "Ada\tLovelace"
+def test_text_lengths_and_line_breaks() -> None:
+    assert name.validate_python("Ada Lovelace") == "Ada Lovelace"
     assert long_text.validate_python("line one\nline two\r\n\ttabbed") == (
         "line one\nline two\r\n\ttabbed"
     )
+    assert long_text.validate_python("") == ""
     assert name.validate_python("x" * 100)
-    with pytest.raises(ValidationError):
-        name.validate_python("x" * 101)
-    with pytest.raises(ValidationError):
-        short_text.validate_python("x" * 201)
-    with pytest.raises(ValidationError):
-        long_text.validate_python("x" * 5001)
+    assert short_text.validate_python("x" * 200)
+    for adapter, too_long in ((name, 101), (short_text, 201), (long_text, 5001)):
+        with pytest.raises(ValidationError):
+            adapter.validate_python("x" * too_long)
+    for adapter in (name, short_text):
+        for blank in ("", "   ", "\n"):
+            with pytest.raises(ValidationError):
+                adapter.validate_python(blank)
 
 
 @pytest.mark.parametrize("slug", ["tea", "green-tea", "t2", "a-b-c"])
@@ -459,28 +460,37 @@ def test_int_ids_are_positive_32_bit() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        {"amount": "100", "currency": "EUR"},
-        {"amount": 100.0, "currency": "EUR"},
-        {"amount": 99.5, "currency": "EUR"},
-        {"amount": True, "currency": "EUR"},
         {"amount": -1, "currency": "EUR"},
         {"amount": 2**53 + 1, "currency": "EUR"},
+        {"amount": 99.5, "currency": "EUR"},
         {"amount": 100, "currency": "eur"},
         {"amount": 100, "currency": "EURO"},
         {"amount": 100, "currency": ""},
         {"amount": 100},
+        {"currency": "EUR"},
         {"amount": 100, "currency": "EUR", "rate": 1},
     ],
 )
-def test_money_is_strict(data: dict[str, Any]) -> None:
+def test_money_refuses_what_is_not_minor_units_of_a_currency(data: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         Money.model_validate(data)
 
 
-def test_money_from_json_refuses_floats() -> None:
-    assert Money.model_validate_json('{"amount": 100, "currency": "EUR"}').amount == 100
+@pytest.mark.parametrize(
+    "amount",
+    ['"1999"', "true", "false", "19.99", "null", "[1999]", '{"v": 1}', "-1", str(MAX_INT32 + 1)],
+)
+def test_a_price_in_a_request_is_a_json_integer_of_minor_units(amount: str) -> None:
+    """docs/api.md: Money is {"amount": <integer minor units>, ...}, never a float."""
     with pytest.raises(ValidationError):
-        Money.model_validate_json('{"amount": 100.0, "currency": "EUR"}')
+        MoneyIn.model_validate_json(f'{{"amount": {amount}, "currency": "EUR"}}')
+
+
+def test_a_price_in_a_request_is_in_the_shop_currency() -> None:
+    assert MoneyIn.model_validate_json('{"amount": 1999, "currency": "EUR"}').amount == 1999
+    assert MoneyIn.model_validate_json(f'{{"amount": {MAX_INT32}, "currency": "EUR"}}')
+    with pytest.raises(ValidationError):
+        MoneyIn.model_validate_json('{"amount": 1999, "currency": "USD"}')
 
 
 @HYPOTHESIS
@@ -491,13 +501,10 @@ def test_money_round_trips(amount: int, currency: str) -> None:
     assert money.model_dump() == {"amount": amount, "currency": currency}
 
 
-def test_money_is_immutable_and_money_in_is_32_bit() -> None:
+def test_money_is_immutable() -> None:
     money = Money(amount=1, currency="EUR")
     with pytest.raises(ValidationError):
         money.amount = 2  # type: ignore[misc]
-    assert MoneyIn(amount=MAX_INT32, currency="EUR").amount == MAX_INT32
-    with pytest.raises(ValidationError):
-        MoneyIn(amount=MAX_INT32 + 1, currency="EUR")
 
 
 def test_input_models_refuse_unknown_fields() -> None:
