@@ -7,6 +7,7 @@ Every app (the monolith, each service, the gateway) calls :func:`install_error_h
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -15,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match
+from starlette.routing import compile_path
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 logger = logging.getLogger("shop.errors")
@@ -174,14 +175,20 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method some route serves at this path (Starlette names only the first route's)."""
-    methods: set[str] = set()
-    for route in request.app.routes:
-        match, _ = route.matches({**request.scope, "method": "GET"})
-        route_methods = getattr(route, "methods", None)
-        if match is not Match.NONE and route_methods:
-            methods.update(route_methods)
-    return ", ".join(sorted(methods))
+    """Every method the API documents at this path (Starlette names only one route's)."""
+    table: list[tuple[re.Pattern[str], set[str]]] | None = getattr(
+        request.app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = []
+        for template, operations in request.app.openapi().get("paths", {}).items():
+            methods = {method.upper() for method in operations if method != "parameters"}
+            if "GET" in methods:
+                methods.add("HEAD")
+            table.append((compile_path(template)[0], methods))
+        request.app.state.allowed_methods = table
+    path = request.url.path
+    return ", ".join(sorted({m for pattern, ms in table if pattern.match(path) for m in ms}))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -627,3 +627,16 @@ async def test_descriptions_may_hold_tabs_and_newlines(
     product = expect(await client.post("/products", json=body, headers=admin.headers), 201)
     assert product["description"] == description
     assert expect(await client.get(f"/products/{product['id']}"), 200)["description"] == description
+
+
+@pytest.mark.parametrize("wildcard", ["%", "_", "\\"])
+async def test_text_search_treats_wildcards_literally(
+    client: httpx2.AsyncClient, admin: User, wildcard: str
+) -> None:
+    category = await create_category(client, admin)
+    literal = await create_product(client, admin, category["id"], name=f"Sale 50{wildcard} off")
+    await create_product(client, admin, category["id"], name="Sale 50 percent off")
+    await create_product(client, admin, category["id"], name="Plain thing")
+    slug = category["slug"]
+    assert await _list_ids(client, category=slug, q=wildcard) == [literal["id"]]
+    assert await _list_ids(client, category=slug, q=f"50{wildcard}") == [literal["id"]]

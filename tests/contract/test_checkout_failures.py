@@ -67,28 +67,42 @@ async def _assert_nothing_charged(client: httpx2.AsyncClient, customer: User) ->
 # --------------------------------------------------------------------------- Idempotency-Key
 
 
-@pytest.mark.parametrize("key", [None, "", "k" * 256], ids=["missing", "empty", "too-long"])
+@pytest.mark.parametrize(
+    "key",
+    [None, b"", b"k" * 256, b"tab\tinside", "ключ".encode()],
+    ids=["missing", "empty", "too-long", "control-char", "non-ascii"],
+)
 async def test_idempotency_key_is_required(
-    client: httpx2.AsyncClient, admin: User, key: str | None
+    client: httpx2.AsyncClient, admin: User, key: bytes | None
 ) -> None:
     customer = await new_customer(client)
     product = await order_ready(client, admin, customer, on_hand=3)
-    headers = dict(customer.headers)
+    headers = {b"Authorization": f"Bearer {customer.token}".encode()}
     if key is not None:
-        headers["Idempotency-Key"] = key
+        headers[b"Idempotency-Key"] = key
     resp = await client.post("/orders", json=order_body(), headers=headers)
     assert_problem(resp, 400, "idempotency-key-missing")
     await _assert_untouched(client, customer, product["id"], 1)
     await assert_stock(client, admin, product["id"], on_hand=3)
 
 
-async def test_idempotency_key_of_255_chars_is_valid(
-    client: httpx2.AsyncClient, admin: User
+@pytest.mark.parametrize(
+    "shape",
+    ["{u}", "~!#$%&'()*+,-./:;<=>?@[]^_`{{|}}\\{u}", "{u:z<255}", "key with inner spaces {u}"],
+    ids=["uuid", "punctuation", "255-chars", "inner-spaces"],
+)
+async def test_idempotency_keys_of_printable_ascii_are_valid(
+    client: httpx2.AsyncClient, admin: User, shape: str
 ) -> None:
     customer = await new_customer(client)
-    await order_ready(client, admin, customer)
-    resp = await checkout(client, customer, key="K" * 255)
-    assert resp.status_code == 201, resp.text
+    product = await order_ready(client, admin, customer, on_hand=3)
+    key = shape.format(u=unique())
+    assert 1 <= len(key) <= 255
+    order = assert_order(expect(await checkout(client, customer, key=key), 201), status="confirmed")
+    replay = await checkout(client, customer, key=key)
+    assert replay.status_code == 201, replay.text
+    assert replay.json()["id"] == order["id"]
+    await assert_stock(client, admin, product["id"], on_hand=2)
 
 
 # --------------------------------------------------------------------------- cart / stock

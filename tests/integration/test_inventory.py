@@ -1,0 +1,304 @@
+"""Inventory on a real database: conditional updates that never oversell, idempotent
+reservation transitions, and the CHECK constraints behind them."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+import anyio
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from shop.inventory import service
+from shop.inventory.exceptions import InventoryItemNotFound, OutOfStock, StockBelowReserved
+from shop.inventory.models import ReservationLine, ReservationStatus, StockItem
+from shop.kernel.db import Database
+from tests.integration.conftest import Connect
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def db(connect: Connect) -> Database:
+    return await connect(["inventory"])
+
+
+async def stock(db: Database, product_id: int, on_hand: int) -> None:
+    async with db.writer() as session, session.begin():
+        await service.update_item(session, product_id=product_id, on_hand=on_hand)
+
+
+async def levels(db: Database, product_id: int) -> tuple[int, int, int]:
+    """(on_hand, reserved, available) as the database holds them now."""
+    async with db.reader() as session:
+        item = await service.get_item(session, product_id=product_id)
+        return item.on_hand, item.reserved, item.available
+
+
+async def reserve(db: Database, lines: list[tuple[int, int]], rid: uuid.UUID | None = None) -> uuid.UUID:
+    reservation_id = rid or uuid.uuid4()
+    async with db.writer() as session, session.begin():
+        await service.create_reservation(session, reservation_id=reservation_id, lines=lines)
+    return reservation_id
+
+
+async def reservation_rows(db: Database) -> list[ReservationLine]:
+    async with db.reader() as session:
+        return list(await session.scalars(sa.select(ReservationLine)))
+
+
+async def commit(db: Database, rid: uuid.UUID) -> ReservationStatus | None:
+    async with db.writer() as session, session.begin():
+        return await service.commit_reservation(session, reservation_id=rid)
+
+
+async def release(db: Database, rid: uuid.UUID) -> ReservationStatus | None:
+    async with db.writer() as session, session.begin():
+        return await service.release_reservation(session, reservation_id=rid)
+
+
+async def give_back(db: Database, rid: uuid.UUID) -> ReservationStatus | None:
+    async with db.writer() as session, session.begin():
+        return await service.return_reservation(session, reservation_id=rid)
+
+
+# --------------------------------------------------------------------------- no overselling
+
+
+async def test_concurrent_reservations_for_the_last_units_never_oversell(db: Database) -> None:
+    await stock(db, 1, 5)
+    outcomes: list[bool] = []
+
+    async def attempt() -> None:
+        try:
+            await reserve(db, [(1, 1)])
+        except OutOfStock:
+            outcomes.append(False)
+        else:
+            outcomes.append(True)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            for _ in range(20):
+                tasks.start_soon(attempt)
+
+    assert outcomes.count(True) == 5
+    assert outcomes.count(False) == 15
+    assert await levels(db, 1) == (5, 5, 0)
+    assert len(await reservation_rows(db)) == 5
+
+
+async def test_concurrent_reservations_of_mixed_sizes_hold_exactly_what_succeeded(
+    db: Database,
+) -> None:
+    await stock(db, 1, 10)
+    sizes = [random.randint(1, 3) for _ in range(20)]
+    held: list[int] = []
+    refused: list[int] = []
+
+    async def attempt(quantity: int) -> None:
+        try:
+            await reserve(db, [(1, quantity)])
+        except OutOfStock:
+            refused.append(quantity)
+        else:
+            held.append(quantity)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            for quantity in sizes:
+                tasks.start_soon(attempt, quantity)
+
+    on_hand, reserved, available = await levels(db, 1)
+    assert (on_hand, reserved) == (10, sum(held))
+    assert reserved <= 10
+    assert len(held) + len(refused) == len(sizes)
+    # Stock only went down, so whatever was refused still does not fit.
+    assert all(available < quantity for quantity in refused)
+    assert sorted(r.quantity for r in await reservation_rows(db)) == sorted(held)
+
+
+async def test_a_reservation_holds_every_line_or_none(db: Database) -> None:
+    await stock(db, 1, 5)
+    await stock(db, 2, 1)
+
+    with pytest.raises(OutOfStock) as caught:
+        await reserve(db, [(1, 2), (2, 3), (3, 1)])
+
+    assert caught.value.extra["product_ids"] == [2, 3]  # 3 has no stock row at all
+    assert await levels(db, 1) == (5, 0, 5)
+    assert await levels(db, 2) == (1, 0, 1)
+    assert await reservation_rows(db) == []
+
+
+async def test_repeated_products_in_one_reservation_are_held_together(db: Database) -> None:
+    await stock(db, 1, 5)
+
+    with pytest.raises(OutOfStock):
+        await reserve(db, [(1, 3), (1, 3)])  # 6 > 5, though each line alone fits
+    rid = await reserve(db, [(1, 2), (1, 3)])
+
+    assert await levels(db, 1) == (5, 5, 0)
+    rows = await reservation_rows(db)
+    assert [(r.reservation_id, r.product_id, r.quantity) for r in rows] == [(rid, 1, 5)]
+
+
+async def test_reservations_in_opposite_orders_do_not_deadlock(db: Database) -> None:
+    await stock(db, 1, 100)
+    await stock(db, 2, 100)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            for index in range(16):
+                lines = [(1, 1), (2, 1)] if index % 2 else [(2, 1), (1, 1)]
+                tasks.start_soon(reserve, db, lines)
+
+    assert await levels(db, 1) == (100, 16, 84)
+    assert await levels(db, 2) == (100, 16, 84)
+
+
+async def test_replaying_a_reservation_holds_nothing_more(db: Database) -> None:
+    await stock(db, 1, 5)
+    rid = await reserve(db, [(1, 2)])
+
+    async with db.writer() as session, session.begin():
+        again = await service.create_reservation(session, reservation_id=rid, lines=[(1, 2)])
+
+    assert again is ReservationStatus.RESERVED
+    assert await levels(db, 1) == (5, 2, 3)
+    await commit(db, rid)
+    async with db.writer() as session, session.begin():
+        replay = await service.create_reservation(session, reservation_id=rid, lines=[(1, 2)])
+    assert replay is ReservationStatus.COMMITTED
+    assert await levels(db, 1) == (3, 0, 3)
+
+
+# --------------------------------------------------------------------------- transitions
+
+
+async def test_commit_then_return_are_idempotent(db: Database) -> None:
+    await stock(db, 1, 10)
+    await stock(db, 2, 4)
+    rid = await reserve(db, [(1, 3), (2, 4)])
+    assert await levels(db, 1) == (10, 3, 7)
+
+    assert await commit(db, rid) is ReservationStatus.COMMITTED
+    assert await commit(db, rid) is ReservationStatus.COMMITTED
+    assert await release(db, rid) is ReservationStatus.COMMITTED  # too late to release
+    assert await levels(db, 1) == (7, 0, 7)
+    assert await levels(db, 2) == (0, 0, 0)
+
+    assert await give_back(db, rid) is ReservationStatus.RETURNED
+    assert await give_back(db, rid) is ReservationStatus.RETURNED
+    assert await commit(db, rid) is ReservationStatus.RETURNED
+    assert await levels(db, 1) == (10, 0, 10)
+    assert await levels(db, 2) == (4, 0, 4)
+
+
+async def test_release_is_idempotent_and_final(db: Database) -> None:
+    await stock(db, 1, 10)
+    rid = await reserve(db, [(1, 3)])
+
+    assert await release(db, rid) is ReservationStatus.RELEASED
+    assert await release(db, rid) is ReservationStatus.RELEASED
+    assert await commit(db, rid) is ReservationStatus.RELEASED
+    assert await give_back(db, rid) is ReservationStatus.RELEASED
+
+    assert await levels(db, 1) == (10, 0, 10)
+    assert {r.status for r in await reservation_rows(db)} == {ReservationStatus.RELEASED.value}
+
+
+async def test_transitions_of_an_unknown_reservation_do_nothing(db: Database) -> None:
+    await stock(db, 1, 10)
+    unknown = uuid.uuid4()
+
+    assert await commit(db, unknown) is None
+    assert await release(db, unknown) is None
+    assert await give_back(db, unknown) is None
+    assert await levels(db, 1) == (10, 0, 10)
+
+
+async def test_a_commit_racing_a_release_applies_exactly_one(db: Database) -> None:
+    await stock(db, 1, 10)
+    rids = [await reserve(db, [(1, 1)]) for _ in range(8)]
+    results: dict[tuple[uuid.UUID, str], ReservationStatus | None] = {}
+
+    async def run(name: str, rid: uuid.UUID) -> None:
+        step = commit if name == "commit" else release
+        results[(rid, name)] = await step(db, rid)
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            for rid in rids:
+                tasks.start_soon(run, "commit", rid)
+                tasks.start_soon(run, "release", rid)
+
+    rows = {r.reservation_id: r.status for r in await reservation_rows(db)}
+    committed = [rid for rid in rids if rows[rid] == ReservationStatus.COMMITTED.value]
+    for rid in rids:
+        final = ReservationStatus(rows[rid])
+        assert final in (ReservationStatus.COMMITTED, ReservationStatus.RELEASED)
+        assert results[(rid, "commit")] is final
+        assert results[(rid, "release")] is final
+    assert await levels(db, 1) == (10 - len(committed), 0, 10 - len(committed))
+
+
+# --------------------------------------------------------------------------- stock levels
+
+
+async def test_update_item_creates_then_sets_but_never_below_reserved(db: Database) -> None:
+    async with db.reader() as session:
+        with pytest.raises(InventoryItemNotFound):
+            await service.get_item(session, product_id=1)
+
+    await stock(db, 1, 5)
+    await reserve(db, [(1, 3)])
+    await stock(db, 1, 8)
+    assert await levels(db, 1) == (8, 3, 5)
+
+    with pytest.raises(StockBelowReserved):
+        await stock(db, 1, 2)
+    assert await levels(db, 1) == (8, 3, 5)
+
+    await stock(db, 1, 3)
+    assert await levels(db, 1) == (3, 3, 0)
+
+
+async def test_list_available_reports_zero_for_unknown_products(db: Database) -> None:
+    await stock(db, 1, 5)
+    await reserve(db, [(1, 2)])
+
+    async with db.reader() as session:
+        available = await service.list_available(session, product_ids=[1, 2])
+
+    assert available == {1: 3, 2: 0}
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"on_hand": -1, "reserved": 0},
+        {"on_hand": 5, "reserved": -1},
+        {"on_hand": 2, "reserved": 3},
+    ],
+    ids=["negative-on-hand", "negative-reserved", "reserved-above-on-hand"],
+)
+async def test_the_database_refuses_impossible_stock_rows(
+    db: Database, values: dict[str, int]
+) -> None:
+    await stock(db, 1, 5)
+
+    with pytest.raises(IntegrityError):
+        async with db.writer() as session, session.begin():
+            await session.execute(
+                sa.update(StockItem).where(StockItem.product_id == 1).values(**values)
+            )
+    with pytest.raises(IntegrityError):
+        async with db.writer() as session, session.begin():
+            await session.execute(
+                sa.insert(StockItem).values(product_id=2, updated_at=sa.func.now(), **values)
+            )
+
+    assert await levels(db, 1) == (5, 0, 5)
