@@ -1,7 +1,8 @@
 """In-process adapters: each port of a context bound to another context's service.
 
-Every call opens its own short session on the one shared database, exactly where a
-service would make an HTTP request; so the ports behave the same in both topologies.
+Reads join the current request's transaction when there is one (``Database.read``); each
+write step of a saga opens its own short transaction on the one shared database, exactly
+where a service would make an HTTP request, so the ports behave alike in both topologies.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class InventoryStockLevels(StockLevels):
         self._db = db
 
     async def available(self, product_ids: Collection[int]) -> dict[int, int]:
-        async with self._db.reader() as session:
+        async with self._db.read() as session:
             return await inventory.list_available(session, product_ids=product_ids)
 
 
@@ -52,7 +53,7 @@ class CatalogProductDirectory(ProductDirectory):
         self._db = db
 
     async def exists(self, product_id: int) -> bool:
-        async with self._db.reader() as session:
+        async with self._db.read() as session:
             return bool(await catalog.get_products(session, product_ids=[product_id]))
 
 
@@ -63,7 +64,7 @@ class CatalogEntries(ProductCatalog):
         self._db = db
 
     async def entries(self, product_ids: Collection[int]) -> dict[int, CatalogEntry]:
-        async with self._db.reader() as session:
+        async with self._db.read() as session:
             products = await catalog.get_products(session, product_ids=list(product_ids))
         return {p.id: CatalogEntry(product_id=p.id, name=p.name, price=p.price) for p in products}
 
@@ -75,7 +76,7 @@ class CatalogPriceList(PriceList):
         self._db = db
 
     async def prices(self, product_ids: Collection[int]) -> dict[int, PricedProduct]:
-        async with self._db.reader() as session:
+        async with self._db.read() as session:
             products = await catalog.get_products(session, product_ids=list(product_ids))
         return {p.id: PricedProduct(product_id=p.id, name=p.name, price=p.price) for p in products}
 
@@ -87,7 +88,7 @@ class CartLines(Cart):
         self._db = db
 
     async def lines(self, user_id: uuid.UUID) -> list[CartLine]:
-        async with self._db.reader() as session:
+        async with self._db.read() as session:
             rows = await cart.list_lines(session, user_id=user_id)
         return [CartLine(product_id=row.product_id, quantity=row.quantity) for row in rows]
 
@@ -156,7 +157,7 @@ class PaymentsProcessor(Payments):
         return ChargeStatus(payment.status)
 
     async def status(self, key: str) -> ChargeStatus | None:
-        async with self._db.reader() as session:
+        async with self._db.read() as session:
             payment = await payments.get_payment_by_key(session, idempotency_key=key)
         return None if payment is None else ChargeStatus(payment.status)
 

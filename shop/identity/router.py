@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, status
 from shop.identity import service
 from shop.identity.dependencies import Identity
 from shop.identity.schemas import Jwks, Token, UserCreate, UserRead
-from shop.kernel.db import Session
+from shop.kernel.db import ReadSession, Session
 from shop.kernel.errors import problems
 from shop.kernel.security import CurrentUser
 
@@ -37,7 +37,7 @@ async def register(body: UserCreate, session: Session, identity: Identity) -> An
 async def token(
     username: Annotated[str, Form(min_length=1, max_length=320, description="The account's email")],
     password: Annotated[str, Form(min_length=1, max_length=128)],
-    session: Session,
+    session: ReadSession,
     identity: Identity,
 ) -> Token:
     """Exchange an email and password for an access token (OAuth2 password flow)."""

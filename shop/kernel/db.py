@@ -8,6 +8,8 @@ timeout instead of failing on a stale snapshot. PostgreSQL runs on asyncpg.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -132,6 +134,20 @@ class Database:
             writer=async_sessionmaker(write_engine, expire_on_commit=False),
         )
 
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session to read with: the current request's, if it is on this database.
+
+        Reusing it means an in-process call from one context to another inside a request
+        takes no second connection (no pool exhaustion under load, no second snapshot).
+        """
+        current = _request_session.get()
+        if current is not None and current[0] is self:
+            yield current[1]
+            return
+        async with self.reader() as session:
+            yield session
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -149,18 +165,43 @@ def database(request: Request) -> Database:
 
 
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+_request_session: ContextVar[tuple[Database, AsyncSession] | None] = ContextVar(
+    "shop_request_session", default=None
+)
+
+
+@asynccontextmanager
+async def _transaction(
+    db: Database, factory: async_sessionmaker[AsyncSession]
+) -> AsyncIterator[AsyncSession]:
+    # The connection (and on SQLite the write lock) is taken at the first statement.
+    async with factory() as session, session.begin():
+        token = _request_session.set((db, session))
+        try:
+            yield session
+        finally:
+            _request_session.reset(token)
 
 
 async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed when the endpoint returns without error."""
     db = database(request)
     factory = db.reader if request.method in _SAFE_METHODS else db.writer
-    async with factory() as session, session.begin():
+    async with _transaction(db, factory) as session:
+        yield session
+
+
+async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A read-only transaction whatever the method (e.g. a login, which is a POST)."""
+    db = database(request)
+    async with _transaction(db, db.reader) as session:
         yield session
 
 
 Session = Annotated[AsyncSession, Depends(request_session, scope="function")]
 """The request's session; services ``flush()``, this dependency commits."""
+ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]
+"""A request session that never writes, so it never holds SQLite's write lock."""
 
 Db = Annotated[Database, Depends(database)]
 """The deployable's database, for the few operations that commit step by step (sagas)."""

@@ -291,9 +291,7 @@ async def test_a_checkout_that_died_after_the_charge_is_confirmed_by_recovery(
     assert await shop.stock(teapot) == (5, 2)
     assert [p.status for p in await shop.payments_of(pending.id)] == ["captured"]
 
-    resumed = await orders.resume_pending_orders(
-        shop.db, ports=shop.ports, older_than=timedelta(0)
-    )
+    resumed = await orders.resume_pending_orders(shop.db, ports=shop.ports, older_than=timedelta(0))
 
     assert resumed == 1
     order = await shop.order(user)
@@ -307,9 +305,9 @@ async def test_a_checkout_that_died_after_the_charge_is_confirmed_by_recovery(
     assert replay.status_code == 201
     assert replay.body["id"] == str(order.id)
     assert replay.body["status"] == "confirmed"
-    assert await orders.resume_pending_orders(
-        shop.db, ports=shop.ports, older_than=timedelta(0)
-    ) == 0
+    assert (
+        await orders.resume_pending_orders(shop.db, ports=shop.ports, older_than=timedelta(0)) == 0
+    )
     assert len(await shop.payments_of(order.id)) == 1
 
 
@@ -330,9 +328,9 @@ async def test_an_error_after_the_charge_is_finished_by_the_checkout_itself(
     assert order.status == OrderStatus.CONFIRMED.value
     assert await shop.stock(teapot) == (3, 0)
     assert [p.status for p in await shop.payments_of(order.id)] == ["captured"]
-    assert await orders.resume_pending_orders(
-        shop.db, ports=shop.ports, older_than=timedelta(0)
-    ) == 0
+    assert (
+        await orders.resume_pending_orders(shop.db, ports=shop.ports, older_than=timedelta(0)) == 0
+    )
 
 
 async def test_a_checkout_that_died_before_paying_is_rejected_and_released(
@@ -352,9 +350,9 @@ async def test_a_checkout_that_died_before_paying_is_rejected_and_released(
         await shop.checkout(user, ports=dying)
     assert await shop.stock(teapot) == (5, 2)
 
-    assert await orders.resume_pending_orders(
-        shop.db, ports=shop.ports, older_than=timedelta(0)
-    ) == 1
+    assert (
+        await orders.resume_pending_orders(shop.db, ports=shop.ports, older_than=timedelta(0)) == 1
+    )
 
     order = await shop.order(user)
     assert order.status == OrderStatus.REJECTED.value

@@ -30,8 +30,11 @@ def passwords() -> service.Passwords:
     return service.Passwords(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
 
 
+PASSWORD = "long enough"
+
+
 async def register(
-    db: Database, passwords: service.Passwords, email: str, password: str = "long enough"
+    db: Database, passwords: service.Passwords, email: str, password: str = PASSWORD
 ) -> User:
     async with db.writer() as session, session.begin():
         return await service.create_user(
@@ -49,7 +52,11 @@ async def test_an_email_is_registered_once_whatever_its_case(
 ) -> None:
     first = await register(db, passwords, "Ada.Lovelace@Example.com")
 
-    for variant in ("ada.lovelace@example.com", "ADA.LOVELACE@EXAMPLE.COM", " ada.lovelace@example.com "):
+    for variant in (
+        "ada.lovelace@example.com",
+        "ADA.LOVELACE@EXAMPLE.COM",
+        " ada.lovelace@example.com ",
+    ):
         with pytest.raises(EmailTaken):
             await register(db, passwords, variant)
 
@@ -93,7 +100,10 @@ async def test_login_checks_the_password_and_ignores_the_email_case(
 
     async with db.reader() as session:
         token = await service.create_token(
-            session, passwords=passwords, issuer=issuer, email="GRACE@example.com",
+            session,
+            passwords=passwords,
+            issuer=issuer,
+            email="GRACE@example.com",
             password="correct horse",
         )
         for email, password in (
@@ -113,9 +123,7 @@ async def test_login_checks_the_password_and_ignores_the_email_case(
     assert await verifier.verify(token) == Principal(user_id=user.id, role=Role.CUSTOMER)
 
 
-async def test_ensure_admin_promotes_or_creates(
-    db: Database, passwords: service.Passwords
-) -> None:
+async def test_ensure_admin_promotes_or_creates(db: Database, passwords: service.Passwords) -> None:
     customer = await register(db, passwords, "boss@example.com")
 
     async with db.writer() as session, session.begin():

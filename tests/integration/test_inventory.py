@@ -37,7 +37,9 @@ async def levels(db: Database, product_id: int) -> tuple[int, int, int]:
         return item.on_hand, item.reserved, item.available
 
 
-async def reserve(db: Database, lines: list[tuple[int, int]], rid: uuid.UUID | None = None) -> uuid.UUID:
+async def reserve(
+    db: Database, lines: list[tuple[int, int]], rid: uuid.UUID | None = None
+) -> uuid.UUID:
     reservation_id = rid or uuid.uuid4()
     async with db.writer() as session, session.begin():
         await service.create_reservation(session, reservation_id=reservation_id, lines=lines)

@@ -123,8 +123,8 @@ async def test_no_foreign_key_crosses_a_context(database_url: str) -> None:
     for table, referred in references:
         assert owner(table) == owner(referred), f"{table} references {referred}"
     for context in CONTEXTS:
-        for table in metadata_of(context).tables.values():
-            for fk in table.foreign_keys:
+        for model_table in metadata_of(context).tables.values():
+            for fk in model_table.foreign_keys:
                 assert owner(fk.column.table.name) == context
 
 

@@ -10,6 +10,7 @@ import json
 import stat
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import jwt
 import pytest
 from argon2 import PasswordHasher
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr, ValidationError
 
@@ -179,9 +180,12 @@ def test_issued_tokens_carry_the_documented_claims() -> None:
     assert claims["aud"] == AUDIENCE
     assert before <= claims["iat"] <= after
     assert claims["exp"] == claims["iat"] + 600
-    assert claims["jti"] != jwt.decode(
-        issuer.issue(user_id, Role.ADMIN), public, algorithms=["EdDSA"], audience=AUDIENCE
-    )["jti"]
+    assert (
+        claims["jti"]
+        != jwt.decode(
+            issuer.issue(user_id, Role.ADMIN), public, algorithms=["EdDSA"], audience=AUDIENCE
+        )["jti"]
+    )
 
 
 # --------------------------------------------------------------------------- verification
@@ -233,9 +237,7 @@ def claims_for(user_id: uuid.UUID | None = None, **changes: Any) -> dict[str, An
 
 
 def sign(key: SigningKey, claims: dict[str, Any], *, kid: str | None = None) -> str:
-    return jwt.encode(
-        claims, key.private_key, algorithm="EdDSA", headers={"kid": kid or key.kid}
-    )
+    return jwt.encode(claims, key.private_key, algorithm="EdDSA", headers={"kid": kid or key.kid})
 
 
 def craft(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
@@ -290,8 +292,10 @@ def tampered(key: SigningKey) -> str:
     return f"{head}.{body}.{signature}"
 
 
-BAD_TOKENS = {
-    "expired": lambda key: sign(key, claims_for(iat=int(time.time()) - 700, exp=int(time.time()) - 60)),
+BAD_TOKENS: dict[str, Callable[[SigningKey], str]] = {
+    "expired": lambda key: sign(
+        key, claims_for(iat=int(time.time()) - 700, exp=int(time.time()) - 60)
+    ),
     "wrong-audience": lambda key: sign(key, claims_for(aud="another-shop")),
     "wrong-issuer": lambda key: sign(key, claims_for(iss="https://evil.example")),
     "no-sub": lambda key: sign(key, claims_for(sub=None)),
@@ -432,6 +436,22 @@ async def test_keys_of_other_algorithms_in_the_jwks_are_ignored() -> None:
     mac = hmac.new(b"secret", signing_input.encode(), hashlib.sha256).digest()
     with pytest.raises(Unauthorized):
         await verifier.verify(f"{signing_input}.{b64url(mac)}")
+
+
+async def test_keys_the_shop_cannot_use_do_not_break_verification() -> None:
+    """RFC 7517 makes "alg" optional: an RSA key without it, or a broken entry, in the JWKS
+    must be skipped rather than fail every verification."""
+    key = new_key()
+    rsa_public = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    rsa_jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_public)), "kid": "rsa-1"}
+
+    for foreign in (rsa_jwk, {"kty": "OKP", "crv": "Ed25519", "kid": "broken", "x": "%%%"}):
+
+        async def jwks(entry: dict[str, Any] = foreign) -> dict[str, Any]:
+            return {"keys": [entry, key.jwk]}
+
+        verifier = TokenVerifier(jwks, issuer=ISSUER, audience=AUDIENCE)
+        assert (await verifier.verify(sign(key, claims_for()))).role is Role.CUSTOMER
 
 
 # --------------------------------------------------------------------------- passwords

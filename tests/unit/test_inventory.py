@@ -6,6 +6,7 @@ in tests/integration/test_inventory.py.
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
@@ -49,9 +50,11 @@ def test_merge_lists_each_product_once_in_id_order(lines: list[tuple[int, int]])
 
 @HYPOTHESIS
 @given(lines_strategy, st.randoms(use_true_random=False))
-def test_merge_ignores_the_order_of_the_lines(lines: list[tuple[int, int]], rnd: object) -> None:
+def test_merge_ignores_the_order_of_the_lines(
+    lines: list[tuple[int, int]], rnd: random.Random
+) -> None:
     shuffled = list(lines)
-    rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+    rnd.shuffle(shuffled)
 
     assert _merge(shuffled) == _merge(lines)
 
@@ -67,7 +70,9 @@ def test_available_is_on_hand_minus_reserved() -> None:
     assert StockItem(product_id=1, on_hand=3, reserved=3).available == 0
 
 
-@pytest.mark.parametrize("body", [{"on_hand": -1}, {"on_hand": MAX_INT32 + 1}, {}, {"on_hand": 1, "reserved": 0}])
+@pytest.mark.parametrize(
+    "body", [{"on_hand": -1}, {"on_hand": MAX_INT32 + 1}, {}, {"on_hand": 1, "reserved": 0}]
+)
 def test_stock_updates_are_validated(body: dict[str, int]) -> None:
     with pytest.raises(ValidationError):
         StockUpdate.model_validate(body)

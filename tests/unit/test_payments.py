@@ -212,9 +212,7 @@ async def test_a_refund_touches_captured_payments_only_and_once(
     db: Database, processor: CountingProcessor
 ) -> None:
     order_id = uuid.uuid4()
-    captured = await service.create_payment(
-        db, processor=processor, data=charge(order_id=order_id)
-    )
+    captured = await service.create_payment(db, processor=processor, data=charge(order_id=order_id))
     declined = await service.create_payment(
         db, processor=processor, data=charge(order_id=order_id, card=DECLINED_CARD)
     )
