@@ -18,10 +18,19 @@ from hypothesis import strategies as st
 from pydantic import Field, TypeAdapter, ValidationError
 from sqlalchemy import Dialect
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop.identity.tokens import SigningKey, TokenIssuer, generate_private_key_pem
 from shop.kernel import ops
-from shop.kernel.db import Database, UtcDateTime, is_sqlite, make_metadata, normalise_url
+from shop.kernel.db import (
+    Database,
+    ReadSession,
+    Session,
+    UtcDateTime,
+    is_sqlite,
+    make_metadata,
+    normalise_url,
+)
 from shop.kernel.errors import (
     PROBLEM_CONTENT_TYPE,
     Conflict,
@@ -355,6 +364,45 @@ async def test_healthz_and_readyz(app: FastAPI, client: httpx2.AsyncClient, tmp_
         assert (await client.get("/healthz")).status_code == 200
     finally:
         await db.dispose()
+
+
+# --------------------------------------------------------------------------- request sessions
+
+
+async def test_reads_join_the_request_transaction_of_their_own_database(tmp_path: Path) -> None:
+    db = Database.connect(f"sqlite:///{tmp_path / 'one.db'}")
+    other = Database.connect(f"sqlite:///{tmp_path / 'two.db'}")
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.database = db
+
+    async def joined(session: AsyncSession) -> dict[str, bool]:
+        async with db.read() as mine, other.read() as theirs:
+            return {"same": mine is session, "other": theirs is session}
+
+    @app.get("/read")
+    async def read(session: Session) -> dict[str, bool]:
+        return await joined(session)
+
+    @app.post("/write")
+    async def write(session: Session) -> dict[str, bool]:
+        return await joined(session)
+
+    @app.post("/login")
+    async def login(session: ReadSession) -> dict[str, bool]:
+        return await joined(session)
+
+    transport = httpx2.ASGITransport(app=app)
+    try:
+        async with httpx2.AsyncClient(transport=transport, base_url="http://kernel.test") as http:
+            for method, path in (("GET", "/read"), ("POST", "/write"), ("POST", "/login")):
+                resp = await http.request(method, path)
+                assert resp.json() == {"same": True, "other": False}, path
+        async with db.read() as first, db.read() as second:  # outside any request
+            assert first is not second
+    finally:
+        await db.dispose()
+        await other.dispose()
 
 
 # --------------------------------------------------------------------------- pagination

