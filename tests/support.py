@@ -57,8 +57,10 @@ async def scratch_database(tmp_dir: Path) -> AsyncIterator[str]:
     finally:
         await conn.close()
     try:
-        yield make_url(server).set(drivername="postgresql+asyncpg", database=name).render_as_string(
-            hide_password=False
+        yield (
+            make_url(server)
+            .set(drivername="postgresql+asyncpg", database=name)
+            .render_as_string(hide_password=False)
         )
     finally:
         conn = await _admin_connection(server)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,13 +19,6 @@ async def list_lines(session: AsyncSession, user_id: uuid.UUID) -> Sequence[Cart
         .order_by(CartLine.added_at, CartLine.product_id)
     )
     return result.all()
-
-
-async def count_lines(session: AsyncSession, user_id: uuid.UUID) -> int:
-    result = await session.scalar(
-        select(func.count()).select_from(CartLine).where(CartLine.user_id == user_id)
-    )
-    return int(result or 0)
 
 
 async def get_line(session: AsyncSession, user_id: uuid.UUID, product_id: int) -> CartLine | None:

@@ -12,6 +12,7 @@ from shop.cart.exceptions import CartFull, ProductNotFound
 from shop.cart.models import CartLine
 from shop.cart.ports import ProductCatalog
 from shop.cart.schemas import CartItemRead, CartRead
+from shop.kernel.db import serialize
 from shop.kernel.types import SHOP_CURRENCY, Money
 
 
@@ -59,11 +60,19 @@ async def update_item(
     max_lines: int,
 ) -> None:
     """Set the quantity of one product in the cart (adding the line if needed)."""
-    if product_id not in await catalog.entries([product_id]):
+    # Concurrent adds to one cart take turns, so none can slip past the line limit.
+    await serialize(session, f"cart:{user_id}")
+    lines = await repository.list_lines(session, user_id)
+    known = await catalog.entries({product_id, *(line.product_id for line in lines)})
+    if product_id not in known:
         raise ProductNotFound(f"There is no product {product_id}.")
-    line = await repository.get_line(session, user_id, product_id)
+    # Lines of products no longer sold are invisible; drop them rather than count them.
+    gone = [line.product_id for line in lines if line.product_id not in known]
+    if gone:
+        await repository.delete_lines(session, user_id, gone)
+    line = next((line for line in lines if line.product_id == product_id), None)
     if line is None:
-        if await repository.count_lines(session, user_id) >= max_lines:
+        if len(lines) - len(gone) >= max_lines:
             raise CartFull(f"A cart holds at most {max_lines} different products.")
         new = CartLine(user_id=user_id, product_id=product_id, quantity=quantity)
         if await repository.add_line(session, new):

@@ -7,6 +7,7 @@ timeout instead of failing on a stale snapshot. PostgreSQL runs on asyncpg.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -202,6 +203,21 @@ Session = Annotated[AsyncSession, Depends(request_session, scope="function")]
 """The request's session; services ``flush()``, this dependency commits."""
 ReadSession = Annotated[AsyncSession, Depends(read_session, scope="function")]
 """A request session that never writes, so it never holds SQLite's write lock."""
+
+
+async def serialize(session: AsyncSession, key: str) -> None:
+    """Make writers that name the same ``key`` take turns until this transaction ends.
+
+    PostgreSQL takes a transaction-scoped advisory lock; on SQLite a write transaction
+    (``BEGIN IMMEDIATE``) already excludes every other writer.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"),
+            {"key": int.from_bytes(digest, "big", signed=True)},
+        )
+
 
 Db = Annotated[Database, Depends(database)]
 """The deployable's database, for the few operations that commit step by step (sagas)."""

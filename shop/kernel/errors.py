@@ -183,8 +183,6 @@ def _allowed_methods(request: Request) -> str:
         table = []
         for template, operations in request.app.openapi().get("paths", {}).items():
             methods = {method.upper() for method in operations if method != "parameters"}
-            if "GET" in methods:
-                methods.add("HEAD")
             table.append((compile_path(template)[0], methods))
         request.app.state.allowed_methods = table
     path = request.url.path

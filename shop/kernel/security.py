@@ -7,6 +7,7 @@ service never calls identity per request. The verifier is made in a lifespan and
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -68,23 +69,45 @@ class TokenVerifier:
         self._min_refresh = min_refresh_seconds
         self._clock = clock or time.monotonic
         self._loaded_at: float | None = None
+        self._refreshing = asyncio.Lock()
 
-    async def _refresh(self) -> None:
-        now = self._clock()
-        if self._loaded_at is not None and now - self._loaded_at < self._min_refresh:
-            return
-        document = await self._load_jwks()
+    @staticmethod
+    def _usable_keys(document: dict[str, Any]) -> dict[str, jwt.PyJWK]:
+        """The Ed25519 signing keys of a JWKS; entries this shop cannot use are skipped."""
         keys: dict[str, jwt.PyJWK] = {}
         for entry in document.get("keys", []):
+            if not isinstance(entry, dict):
+                continue
             kid = entry.get("kid")
-            if isinstance(kid, str) and entry.get("alg", ALGORITHM) == ALGORITHM:
+            usable = (
+                entry.get("kty") == "OKP"
+                and entry.get("crv") == "Ed25519"
+                and entry.get("alg", ALGORITHM) == ALGORITHM
+                and entry.get("use", "sig") == "sig"
+            )
+            if not usable or not isinstance(kid, str):
+                continue
+            try:
                 keys[kid] = jwt.PyJWK(entry, algorithm=ALGORITHM)
-        self._keys = keys
-        self._loaded_at = now
+            except jwt.PyJWTError:
+                continue
+        return keys
+
+    async def _refresh(self, kid: str) -> None:
+        # One load at a time, and at most one per min_refresh: a burst of tokens naming
+        # unknown keys must not turn into a burst of JWKS requests.
+        async with self._refreshing:
+            now = self._clock()
+            if kid in self._keys or (
+                self._loaded_at is not None and now - self._loaded_at < self._min_refresh
+            ):
+                return
+            self._loaded_at = now
+            self._keys = self._usable_keys(await self._load_jwks())
 
     async def _key_for(self, kid: str) -> jwt.PyJWK:
         if kid not in self._keys:
-            await self._refresh()
+            await self._refresh(kid)
         key = self._keys.get(kid)
         if key is None:
             raise Unauthorized("The access token was signed by an unknown key.")

@@ -165,12 +165,7 @@ async def _run_saga(
     )
     if charge is not ChargeStatus.CAPTURED:
         await ports.stock.release(order.id)
-        error: ShopError = (
-            PaymentTimeout("The card processor did not answer in time; nothing was charged.")
-            if charge is ChargeStatus.TIMED_OUT
-            else PaymentDeclined("The card was declined; nothing was charged.")
-        )
-        return await _finish(db, order.id, OrderStatus.REJECTED, error=error)
+        return await _finish(db, order.id, OrderStatus.REJECTED, error=_charge_error(charge))
     await _record_step(db, order.id, SagaStep.CHARGED)
 
     await ports.stock.commit(order.id)
@@ -238,18 +233,26 @@ async def _recover(db: Database, ports: CheckoutPorts, order_id: uuid.UUID) -> N
     if charge is ChargeStatus.CAPTURED:
         await ports.stock.commit(order_id)
         await _finish(db, order_id, OrderStatus.CONFIRMED)
+        async with db.reader() as session:
+            order = await repository.get_order(session, order_id)
+        assert order is not None
+        await _empty_cart(ports, order)
         logger.warning("recovered checkout %s: confirmed", order_id)
         return
     await ports.stock.release(order_id)
-    await _finish(
-        db,
-        order_id,
-        OrderStatus.REJECTED,
-        error=CheckoutInterrupted(
-            "The checkout was interrupted and nothing was charged; check out again."
-        ),
-    )
+    await _finish(db, order_id, OrderStatus.REJECTED, error=_charge_error(charge))
     logger.warning("recovered checkout %s: rejected (payment %s)", order_id, charge)
+
+
+def _charge_error(charge: ChargeStatus | None) -> ShopError:
+    """Why a checkout whose charge did not capture is rejected."""
+    if charge is ChargeStatus.TIMED_OUT:
+        return PaymentTimeout("The card processor did not answer in time; nothing was charged.")
+    if charge is ChargeStatus.DECLINED:
+        return PaymentDeclined("The card was declined; nothing was charged.")
+    return CheckoutInterrupted(
+        "The checkout was interrupted and nothing was charged; check out again."
+    )
 
 
 async def _recover_quietly(db: Database, ports: CheckoutPorts, order_id: uuid.UUID) -> None:

@@ -46,7 +46,7 @@ async def put(db: Database, user_id: uuid.UUID, product_id: int, quantity: int =
 
 async def line_count(db: Database, user_id: uuid.UUID) -> int:
     async with db.reader() as session:
-        return await repository.count_lines(session, user_id)
+        return len(await repository.list_lines(session, user_id))
 
 
 async def test_concurrent_new_lines_never_overfill_a_cart(db: Database) -> None:
