@@ -43,31 +43,42 @@ async def _admin_connection(server_url: str) -> asyncpg.Connection:
     return await asyncpg.connect(url.render_as_string(hide_password=False))
 
 
-@asynccontextmanager
-async def scratch_database(tmp_dir: Path) -> AsyncIterator[str]:
+async def create_scratch_database(tmp_dir: Path) -> str:
     """A new, empty database URL: a SQLite file, or a fresh PostgreSQL database."""
     server = postgres_server_url()
     if server is None:
-        yield f"sqlite+aiosqlite:///{tmp_dir / f'shop-{uuid.uuid4().hex[:8]}.db'}"
-        return
+        return f"sqlite+aiosqlite:///{tmp_dir / f'shop-{uuid.uuid4().hex[:8]}.db'}"
     name = f"shopkata_test_{uuid.uuid4().hex[:12]}"
     conn = await _admin_connection(server)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+    url = make_url(server).set(drivername="postgresql+asyncpg", database=name)
+    return url.render_as_string(hide_password=False)
+
+
+async def drop_scratch_database(url: str) -> None:
+    """Drop a PostgreSQL scratch database (a SQLite file goes with its temporary folder)."""
+    server = postgres_server_url()
+    parsed = make_url(url)
+    if server is None or parsed.get_backend_name() != "postgresql":
+        return
+    conn = await _admin_connection(server)
     try:
-        yield (
-            make_url(server)
-            .set(drivername="postgresql+asyncpg", database=name)
-            .render_as_string(hide_password=False)
-        )
+        await conn.execute(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
     finally:
-        conn = await _admin_connection(server)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await conn.close()
+
+
+@asynccontextmanager
+async def scratch_database(tmp_dir: Path) -> AsyncIterator[str]:
+    """A new, empty database for the duration of the block."""
+    url = await create_scratch_database(tmp_dir)
+    try:
+        yield url
+    finally:
+        await drop_scratch_database(url)
 
 
 async def migrate(url: str, contexts: list[str] | None = None) -> None:

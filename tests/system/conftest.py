@@ -69,13 +69,12 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated scratch database (sync fixture: the server is another process anyway)."""
-    scratch = support.scratch_database(tmp_path_factory.mktemp("system-db"))
-    url = asyncio.run(scratch.__aenter__())
+    url = asyncio.run(support.create_scratch_database(tmp_path_factory.mktemp("system-db")))
     try:
         asyncio.run(support.migrate(url))
         yield url
     finally:
-        asyncio.run(scratch.__aexit__(None, None, None))
+        asyncio.run(support.drop_scratch_database(url))
 
 
 @pytest.fixture(scope="session")
