@@ -1,0 +1,156 @@
+"""Topologies as data: which service serves which contexts, where, and who gets each path.
+
+A topology file (``topologies/*.toml``) is the single description of a deployment that the
+launcher, the gateway and every service read. Replica ``i`` of a service listens on
+``port + i``; the gateway sends a public path to the service of its longest matching prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TOPOLOGY = Path("topologies/services.toml")
+MAX_REPLICAS = 9
+HOST = "127.0.0.1"
+
+
+class TopologyError(ValueError):
+    """The topology file is not usable; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    app: str
+    contexts: tuple[str, ...]
+    port: int
+    replicas: int = 1
+
+    @property
+    def ports(self) -> list[int]:
+        return [self.port + index for index in range(self.replicas)]
+
+    def urls(self, host: str = HOST) -> list[str]:
+        return [f"http://{host}:{port}" for port in self.ports]
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    description: str
+    gateway_port: int | None
+    services: dict[str, ServiceSpec]
+    routes: tuple[tuple[str, str], ...] = field(default=())
+    source: Path | None = None
+
+    def route(self, path: str) -> ServiceSpec | None:
+        """The service that serves a public path, by longest matching prefix."""
+        for prefix, service in self.routes:
+            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+                return self.services[service]
+        return None
+
+    def owner(self, context: str) -> ServiceSpec:
+        """The service that serves a bounded context."""
+        for spec in self.services.values():
+            if context in spec.contexts:
+                return spec
+        raise TopologyError(f"{self.name}: no service serves the {context} context")
+
+    def with_replicas(self, replicas: Mapping[str, int]) -> Topology:
+        """The same topology with some services replicated (``{"catalog": 2}``)."""
+        services = dict(self.services)
+        for name, count in replicas.items():
+            if name not in services:
+                raise TopologyError(f"{self.name}: no service named {name!r} to replicate")
+            services[name] = replace(services[name], replicas=count)
+        return _validated(replace(self, services=services))
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """``"catalog=2,orders=3"`` -> ``{"catalog": 2, "orders": 3}``."""
+    result: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.replace(" ", ",").split(","))):
+        name, sep, count = item.partition("=")
+        if not sep or not count.isdigit():
+            raise TopologyError(f"replicas must look like name=count, got {item!r}")
+        result[name] = int(count)
+    return result
+
+
+def _validated(topology: Topology) -> Topology:
+    where = topology.name
+    seen_ports: dict[int, str] = {}
+    if topology.gateway_port is not None:
+        seen_ports[topology.gateway_port] = "gateway"
+    owners: dict[str, str] = {}
+    for spec in topology.services.values():
+        if not 1 <= spec.replicas <= MAX_REPLICAS:
+            raise TopologyError(f"{where}: {spec.name} replicas must be 1..{MAX_REPLICAS}")
+        for port in spec.ports:
+            if port in seen_ports:
+                raise TopologyError(f"{where}: port {port} of {spec.name} is {seen_ports[port]}'s")
+            seen_ports[port] = spec.name
+        for context in spec.contexts:
+            if context in owners:
+                raise TopologyError(
+                    f"{where}: {context} is served by both {owners[context]} and {spec.name}"
+                )
+            owners[context] = spec.name
+    for prefix, service in topology.routes:
+        if not prefix.startswith("/"):
+            raise TopologyError(f"{where}: route {prefix!r} must start with /")
+        if service not in topology.services:
+            raise TopologyError(f"{where}: route {prefix} names unknown service {service!r}")
+    return topology
+
+
+def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Topology:
+    try:
+        services = {
+            name: ServiceSpec(
+                name=name,
+                app=str(spec["app"]),
+                contexts=tuple(spec.get("contexts", ())),
+                port=int(spec["port"]),
+                replicas=int(spec.get("replicas", 1)),
+            )
+            for name, spec in data.get("services", {}).items()
+        }
+        routes = sorted(
+            ((str(prefix), str(service)) for prefix, service in data.get("routes", {}).items()),
+            key=lambda route: len(route[0]),
+            reverse=True,
+        )
+        gateway = data.get("gateway")
+        topology = Topology(
+            name=str(data["name"]),
+            description=str(data.get("description", "")),
+            gateway_port=int(gateway["port"]) if gateway else None,
+            services=services,
+            routes=tuple(routes),
+            source=source,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TopologyError(f"{source or 'topology'}: {exc!r}") from exc
+    return _validated(topology)
+
+
+def load(path: str | Path | None = None) -> Topology:
+    """Read a topology file (default: ``SHOP_TOPOLOGY`` or topologies/services.toml).
+
+    ``SHOP_REPLICAS`` (``catalog=2``) replicates services on top of the file.
+    """
+    source = Path(path or os.environ.get("SHOP_TOPOLOGY") or DEFAULT_TOPOLOGY)
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise TopologyError(f"cannot read topology {source}: {exc}") from exc
+    topology = parse(data, source=source)
+    replicas = os.environ.get("SHOP_REPLICAS", "").strip()
+    return topology.with_replicas(parse_replicas(replicas)) if replicas else topology
