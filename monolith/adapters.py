@@ -16,6 +16,7 @@ from shop.catalog import service as catalog
 from shop.catalog.ports import StockLevels
 from shop.inventory import service as inventory
 from shop.inventory.exceptions import OutOfStock as InventoryOutOfStock
+from shop.inventory.exceptions import ReservationClosed
 from shop.inventory.ports import ProductDirectory
 from shop.kernel.db import Database
 from shop.kernel.types import Money
@@ -111,7 +112,7 @@ class InventoryReservations(Stock):
                     reservation_id=reservation_id,
                     lines=[(line.product_id, line.quantity) for line in lines],
                 )
-        except InventoryOutOfStock as exc:
+        except (InventoryOutOfStock, ReservationClosed) as exc:
             raise OutOfStock(exc.detail, **exc.extra) from exc
 
     async def commit(self, reservation_id: uuid.UUID) -> None:
@@ -161,9 +162,11 @@ class PaymentsProcessor(Payments):
             payment = await payments.get_payment_by_key(session, idempotency_key=key)
         return None if payment is None else ChargeStatus(payment.status)
 
-    async def refund(self, order_id: uuid.UUID) -> None:
+    async def refund(self, *, key: str, order_id: uuid.UUID, user_id: uuid.UUID) -> None:
         async with self._db.writer() as session, session.begin():
-            await payments.refund_payments(session, order_id=order_id)
+            await payments.refund_payment(
+                session, idempotency_key=key, order_id=order_id, user_id=user_id
+            )
 
 
 def checkout_ports(db: Database, processor: FakeCardProcessor) -> CheckoutPorts:

@@ -18,6 +18,11 @@ class OutOfStock(Conflict):
     title = "Out of stock"
 
 
+class ReservationClosed(Conflict):
+    slug = "reservation-closed"
+    title = "Reservation closed"
+
+
 class StockBelowReserved(Conflict):
     slug = "stock-below-reserved"
     title = "Stock below reserved units"

@@ -14,7 +14,12 @@ from collections.abc import Collection, Iterable
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop.inventory import repository
-from shop.inventory.exceptions import InventoryItemNotFound, OutOfStock, StockBelowReserved
+from shop.inventory.exceptions import (
+    InventoryItemNotFound,
+    OutOfStock,
+    ReservationClosed,
+    StockBelowReserved,
+)
 from shop.inventory.models import ReservationStatus, StockItem
 
 
@@ -60,7 +65,10 @@ async def create_reservation(
     """
     existing = await repository.get_reservation(session, reservation_id)
     if existing:
-        return ReservationStatus(existing[0].status)
+        status = ReservationStatus(existing[0].status)
+        if status in (ReservationStatus.RELEASED, ReservationStatus.RETURNED):
+            raise ReservationClosed(f"Reservation {reservation_id} was already {status.value}.")
+        return status
     merged = _merge(lines)
     short = [
         product_id
@@ -85,6 +93,14 @@ async def _transition(
 ) -> ReservationStatus | None:
     lines = await repository.get_reservation(session, reservation_id, for_update=True)
     if not lines:
+        if new is ReservationStatus.RELEASED:
+            # Released before it was ever made (a compensation overtaking a slow or lost
+            # reserve call): leave a tombstone so the late reserve holds nothing.
+            await repository.add_reservation_lines(session, reservation_id, [(0, 0)])
+            await repository.set_reservation_status(
+                session, reservation_id, old=ReservationStatus.RESERVED, new=new
+            )
+            return new
         return None
     if await repository.set_reservation_status(session, reservation_id, old=old, new=new):
         for line in lines:

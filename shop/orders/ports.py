@@ -33,6 +33,7 @@ class ChargeStatus(StrEnum):
     DECLINED = "declined"
     TIMED_OUT = "timed_out"
     REFUNDED = "refunded"
+    VOIDED = "voided"
 
 
 class Cart(Protocol):
@@ -80,7 +81,9 @@ class Payments(Protocol):
         """The outcome recorded for ``key``, or None if it never reached payments."""
         ...
 
-    async def refund(self, order_id: uuid.UUID) -> None: ...
+    async def refund(self, *, key: str, order_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        """Refund the key's charge; with none yet, void the key so a late charge fails."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -239,6 +239,15 @@ async def _recover(db: Database, ports: CheckoutPorts, order_id: uuid.UUID) -> N
         await _empty_cart(ports, order)
         logger.warning("recovered checkout %s: confirmed", order_id)
         return
+    if charge is None:
+        # Never charged, as far as payments knows: void the key so that a charge call
+        # still in flight somewhere cannot land after this decision.
+        async with db.reader() as session:
+            order = await repository.get_order(session, order_id)
+        assert order is not None
+        await ports.payments.refund(
+            key=payment_key(order_id), order_id=order_id, user_id=order.user_id
+        )
     await ports.stock.release(order_id)
     await _finish(db, order_id, OrderStatus.REJECTED, error=_charge_error(charge))
     logger.warning("recovered checkout %s: rejected (payment %s)", order_id, charge)
@@ -287,7 +296,7 @@ async def cancel_order(
     if order.status != OrderStatus.CONFIRMED.value:
         raise OrderNotCancellable(f"A {order.status} order cannot be cancelled.")
     # Both steps are idempotent, so a cancel interrupted here is finished by a retry.
-    await ports.payments.refund(order.id)
+    await ports.payments.refund(key=payment_key(order.id), order_id=order.id, user_id=order.user_id)
     await ports.stock.restock(order.id)
     async with db.writer() as session, session.begin():
         await repository.set_status(

@@ -22,6 +22,8 @@ class PaymentStatus(StrEnum):
     DECLINED = "declined"
     TIMED_OUT = "timed_out"
     REFUNDED = "refunded"
+    VOIDED = "voided"
+    """Refunded before any charge arrived: a later charge with the key is refused."""
 
 
 class Payment(Base):

@@ -31,11 +31,14 @@ async def add(session: AsyncSession, payment: Payment) -> bool:
     return True
 
 
-async def mark_refunded(session: AsyncSession, order_id: uuid.UUID) -> int:
-    """Refund the order's captured payments; how many were refunded now."""
+async def mark_refunded(session: AsyncSession, idempotency_key: str) -> int:
+    """Refund the key's payment if it was captured; how many were refunded now."""
     result = await session.execute(
         update(Payment)
-        .where(Payment.order_id == order_id, Payment.status == PaymentStatus.CAPTURED.value)
+        .where(
+            Payment.idempotency_key == idempotency_key,
+            Payment.status == PaymentStatus.CAPTURED.value,
+        )
         .values(status=PaymentStatus.REFUNDED.value, refunded_at=datetime.now(UTC))
         .execution_options(synchronize_session=False)
     )
@@ -50,7 +53,7 @@ async def list_payments(
     limit: int,
     offset: int,
 ) -> Sequence[Payment]:
-    query = select(Payment)
+    query = select(Payment).where(Payment.status != PaymentStatus.VOIDED.value)
     if user_id is not None:
         query = query.where(Payment.user_id == user_id)
     if order_id is not None:

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop.kernel.db import Database
 from shop.kernel.security import Principal
+from shop.kernel.types import SHOP_CURRENCY
 from shop.payments import repository
 from shop.payments.exceptions import ProcessorTimeout
 from shop.payments.models import Payment, PaymentStatus
@@ -57,9 +58,34 @@ async def create_payment(
     return payment
 
 
-async def refund_payments(session: AsyncSession, *, order_id: uuid.UUID) -> int:
-    """Refund what was captured for the order; idempotent."""
-    return await repository.mark_refunded(session, order_id)
+async def refund_payment(
+    session: AsyncSession, *, idempotency_key: str, order_id: uuid.UUID, user_id: uuid.UUID
+) -> PaymentStatus:
+    """Refund the key's charge; idempotent. With no charge yet, void the key instead.
+
+    A compensation may overtake a slow charge call: the void marker makes that late
+    charge find the key taken and charge nothing.
+    """
+    if await repository.mark_refunded(session, idempotency_key):
+        return PaymentStatus.REFUNDED
+    existing = await repository.get_by_key(session, idempotency_key)
+    if existing is not None:
+        return PaymentStatus(existing.status)
+    void = Payment(
+        id=uuid.uuid4(),
+        idempotency_key=idempotency_key,
+        order_id=order_id,
+        user_id=user_id,
+        amount=0,
+        currency=SHOP_CURRENCY,
+        status=PaymentStatus.VOIDED.value,
+        card_last4="",
+    )
+    if await repository.add(session, void):
+        return PaymentStatus.VOIDED
+    return await refund_payment(
+        session, idempotency_key=idempotency_key, order_id=order_id, user_id=user_id
+    )
 
 
 async def list_payments(

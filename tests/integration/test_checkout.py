@@ -271,8 +271,8 @@ class CrashAfterCharge:
     async def status(self, key: str) -> ChargeStatus | None:
         return await self.inner.status(key)
 
-    async def refund(self, order_id: uuid.UUID) -> None:
-        await self.inner.refund(order_id)
+    async def refund(self, *, key: str, order_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        await self.inner.refund(key=key, order_id=order_id, user_id=user_id)
 
 
 async def test_a_checkout_that_died_after_the_charge_is_confirmed_by_recovery(

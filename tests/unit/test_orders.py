@@ -230,11 +230,15 @@ class FakePayments:
         charge = self.charges.get(key)
         return None if charge is None else charge.status
 
-    async def refund(self, order_id: uuid.UUID) -> None:
+    async def refund(self, *, key: str, order_id: uuid.UUID, user_id: uuid.UUID) -> None:
         self.log.enter("payments.refund", order_id)
-        for charge in self.charges.values():
-            if charge.order_id == order_id and charge.status is ChargeStatus.CAPTURED:
-                charge.status = ChargeStatus.REFUNDED
+        charge = self.charges.get(key)
+        if charge is None:
+            # Like the real service: no charge yet voids the key.
+            zero = Money(amount=0, currency="EUR")
+            self.charges[key] = Charge(key, order_id, user_id, zero, "", ChargeStatus.VOIDED)
+        elif charge.status is ChargeStatus.CAPTURED:
+            charge.status = ChargeStatus.REFUNDED
         self.log.leave("payments.refund")
 
     def captured(self) -> list[Charge]:
@@ -531,7 +535,7 @@ async def test_crash_before_payments_recorded_anything_is_rejected_and_released(
     assert order.response_status == 503
     assert world.stock.reservations[order.id].status == "released"
     assert (world.stock.on_hand[1], world.stock.reserved[1]) == (10, 0)
-    assert world.payments.charges == {}
+    assert [c.status for c in world.payments.charges.values()] == [ChargeStatus.VOIDED]
     assert "stock.commit" not in world.log.names()
     assert world.cart.of(user.user_id) == {1: 2, 2: 4}
 
@@ -564,7 +568,7 @@ async def test_a_crash_while_reserving_is_rejected_at_once(world: World) -> None
     order = await world.order_by_key(user.user_id)
     assert order.status == OrderStatus.REJECTED.value
     assert order.failure_reason == "checkout-interrupted"
-    assert world.payments.charges == {}
+    assert [c.status for c in world.payments.charges.values()] == [ChargeStatus.VOIDED]
     replay = await world.checkout(user.user_id)
     assert replay.status_code == 503
     assert replay.body["type"] == "/problems/checkout-interrupted"

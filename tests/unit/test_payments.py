@@ -208,7 +208,7 @@ async def test_concurrent_charges_with_one_key_record_one_payment(
 # --------------------------------------------------------------------------- refunds and lists
 
 
-async def test_a_refund_touches_captured_payments_only_and_once(
+async def test_a_refund_touches_the_keys_captured_payment_only_and_once(
     db: Database, processor: CountingProcessor
 ) -> None:
     order_id = uuid.uuid4()
@@ -218,11 +218,18 @@ async def test_a_refund_touches_captured_payments_only_and_once(
     )
     other = await service.create_payment(db, processor=processor, data=charge())
 
-    async with db.writer() as session, session.begin():
-        assert await service.refund_payments(session, order_id=order_id) == 1
-    async with db.writer() as session, session.begin():
-        assert await service.refund_payments(session, order_id=order_id) == 0
-        assert await service.refund_payments(session, order_id=uuid.uuid4()) == 0
+    async def refund(payment: Payment) -> PaymentStatus:
+        async with db.writer() as session, session.begin():
+            return await service.refund_payment(
+                session,
+                idempotency_key=payment.idempotency_key,
+                order_id=payment.order_id,
+                user_id=payment.user_id,
+            )
+
+    assert await refund(captured) is PaymentStatus.REFUNDED
+    assert await refund(captured) is PaymentStatus.REFUNDED
+    assert await refund(declined) is PaymentStatus.DECLINED
 
     stored: dict[uuid.UUID, Payment] = {}
     async with db.reader() as session:
@@ -235,6 +242,33 @@ async def test_a_refund_touches_captured_payments_only_and_once(
     assert stored[declined.id].status == PaymentStatus.DECLINED.value
     assert stored[declined.id].refunded_at is None
     assert stored[other.id].status == PaymentStatus.CAPTURED.value
+
+
+async def test_a_refund_before_the_charge_voids_the_key(
+    db: Database, processor: CountingProcessor
+) -> None:
+    """A compensation that overtakes a slow charge: the late charge finds the key voided."""
+    data = charge()
+    async with db.writer() as session, session.begin():
+        status = await service.refund_payment(
+            session,
+            idempotency_key=data.idempotency_key,
+            order_id=data.order_id,
+            user_id=data.user_id,
+        )
+    assert status is PaymentStatus.VOIDED
+    late = await service.create_payment(db, processor=processor, data=data)
+    assert late.status == PaymentStatus.VOIDED.value
+    assert late.amount == 0
+    async with db.reader() as session:
+        listed = await service.list_payments(
+            session,
+            principal=Principal(user_id=data.user_id, role=Role.CUSTOMER),
+            order_id=None,
+            limit=10,
+            offset=0,
+        )
+    assert listed == [], "a void marker is bookkeeping, not a payment the customer made"
 
 
 async def test_customers_list_their_own_payments_and_admins_everyones(
