@@ -5,10 +5,10 @@ uvicorn --factory monolith.app:create_app
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -22,7 +22,7 @@ from shop.catalog.ports import StockLevels
 from shop.catalog.router import router as catalog_router
 from shop.identity.dependencies import IdentityRuntime
 from shop.identity.router import router as identity_router
-from shop.identity.service import ensure_admin
+from shop.identity.service import bootstrap_admin
 from shop.inventory.ports import ProductDirectory
 from shop.inventory.router import router as inventory_router
 from shop.kernel.db import Database
@@ -31,7 +31,7 @@ from shop.kernel.ops import router as ops_router
 from shop.kernel.security import TokenVerifier
 from shop.orders.ports import CheckoutPorts
 from shop.orders.router import router as orders_router
-from shop.orders.service import resume_pending_orders
+from shop.orders.service import recovery_loop
 from shop.payments.processor import FakeCardProcessor
 from shop.payments.router import router as payments_router
 
@@ -46,34 +46,6 @@ ROUTERS = [
     orders_router,
     payments_router,
 ]
-
-
-async def _bootstrap_admin(
-    db: Database, identity: IdentityRuntime, settings: MonolithSettings
-) -> None:
-    email = settings.identity.bootstrap_admin_email
-    password = settings.identity.bootstrap_admin_password
-    if not email or password is None:
-        return
-    async with db.writer() as session, session.begin():
-        _, created = await ensure_admin(
-            session, passwords=identity.passwords, email=email, password=password.get_secret_value()
-        )
-    if created:
-        logger.info("created the bootstrap admin %s", email)
-
-
-async def _recovery_loop(db: Database, ports: CheckoutPorts, settings: MonolithSettings) -> None:
-    """Finish checkouts that a crash left pending, now and then."""
-    grace = timedelta(seconds=settings.orders.recovery_grace_seconds)
-    while True:
-        try:
-            count = await resume_pending_orders(db, ports=ports, older_than=grace)
-            if count:
-                logger.warning("finished %d interrupted checkout(s)", count)
-        except Exception:
-            logger.exception("checkout recovery failed; retrying later")
-        await anyio.sleep(settings.orders.recovery_interval_seconds)
 
 
 def create_app(settings: MonolithSettings | None = None) -> FastAPI:
@@ -103,10 +75,15 @@ def create_app(settings: MonolithSettings | None = None) -> FastAPI:
             CheckoutPorts: checkout,
         }
         try:
-            await _bootstrap_admin(db, identity, settings)
+            if await bootstrap_admin(db, passwords=identity.passwords, settings=settings.identity):
+                logger.info("bootstrap admin %s ready", settings.identity.bootstrap_admin_email)
             async with anyio.create_task_group() as tasks:
                 if settings.recover_checkouts:
-                    tasks.start_soon(_recovery_loop, db, checkout, settings)
+                    tasks.start_soon(
+                        functools.partial(
+                            recovery_loop, db, ports=checkout, settings=settings.orders
+                        )
+                    )
                 yield
                 tasks.cancel_scope.cancel()
         finally:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Depends, Response, status
 
 from shop.cart import service
 from shop.cart.dependencies import Catalog, ProductId, Settings
-from shop.cart.schemas import CartItemUpdate, CartRead
+from shop.cart.schemas import CartItemUpdate, CartLineRead, CartLinesRemove, CartRead
 from shop.kernel.db import Session
 from shop.kernel.errors import problems
-from shop.kernel.security import CurrentUser
+from shop.kernel.security import CurrentUser, internal_caller
 
 router = APIRouter(tags=["cart"])
 
@@ -66,3 +69,25 @@ async def delete_item(
 async def clear_cart(principal: CurrentUser, session: Session) -> None:
     """Empty the cart."""
     await service.delete_items(session, user_id=principal.user_id)
+
+
+internal_router = APIRouter(
+    prefix="/internal/cart",
+    tags=["internal"],
+    include_in_schema=False,
+    dependencies=[Depends(internal_caller)],
+)
+
+
+@internal_router.get("/{user_id}/lines", response_model=list[CartLineRead])
+async def internal_lines(user_id: uuid.UUID, session: Session) -> Any:
+    """The user's raw lines (product and quantity), for checkout."""
+    return await service.list_lines(session, user_id=user_id)
+
+
+@internal_router.post(
+    "/{user_id}/remove", status_code=status.HTTP_204_NO_CONTENT, response_class=Response
+)
+async def internal_remove(user_id: uuid.UUID, body: CartLinesRemove, session: Session) -> None:
+    """Take ordered products out of the user's cart (idempotent)."""
+    await service.delete_items(session, user_id=user_id, product_ids=body.product_ids)

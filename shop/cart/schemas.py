@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from shop.kernel.types import InputModel, Money, Quantity
+from shop.kernel.types import InputModel, IntId, Money, OutputModel, Quantity
 
 
 class CartItemUpdate(InputModel):
@@ -23,3 +23,12 @@ class CartRead(BaseModel):
     items: list[CartItemRead]
     total: Money
     item_count: int
+
+
+class CartLineRead(OutputModel):
+    product_id: int
+    quantity: int
+
+
+class CartLinesRemove(InputModel):
+    product_ids: list[IntId] = Field(max_length=1000)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from shop.catalog import service
 from shop.catalog.dependencies import ProductId, Stock
 from shop.catalog.repository import ProductFilter
 from shop.catalog.schemas import (
+    CatalogEntry,
     CategoryCreate,
     CategoryRead,
     PriceBound,
@@ -23,7 +24,7 @@ from shop.catalog.schemas import (
 from shop.kernel.db import Session
 from shop.kernel.errors import problems
 from shop.kernel.pagination import Page, Paging
-from shop.kernel.security import AdminUser
+from shop.kernel.security import AdminUser, internal_caller
 from shop.kernel.types import Slug
 
 router = APIRouter(tags=["catalog"])
@@ -111,3 +112,20 @@ async def update_product(
 async def delete_product(product_id: ProductId, session: Session, _: AdminUser) -> None:
     """Remove a product from the catalog (admin)."""
     await service.delete_product(session, product_id=product_id)
+
+
+internal_router = APIRouter(
+    prefix="/internal/catalog",
+    tags=["internal"],
+    include_in_schema=False,
+    dependencies=[Depends(internal_caller)],
+)
+
+
+@internal_router.get("/products", response_model=list[CatalogEntry])
+async def internal_products(
+    session: Session, ids: Annotated[list[int], Query(max_length=1000)]
+) -> list[CatalogEntry]:
+    """Names and current prices of the products still sold among ``ids`` (for other services)."""
+    products = await service.get_products(session, product_ids=ids)
+    return [CatalogEntry(product_id=p.id, name=p.name, price=p.price) for p in products]

@@ -66,6 +66,14 @@ class ProductDetail(ProductRead):
     available: int = Field(description="Units that can be ordered right now")
 
 
+class CatalogEntry(OutputModel):
+    """What other contexts need of a product: its name and current price."""
+
+    product_id: int
+    name: str
+    price: Money
+
+
 class ProductSort(StrEnum):
     ID = "id"
     NAME = "name"

@@ -14,6 +14,7 @@ from shop.identity.exceptions import InvalidCredentials, UserNotFound
 from shop.identity.models import User
 from shop.identity.settings import IdentitySettings
 from shop.identity.tokens import TokenIssuer
+from shop.kernel.db import Database
 from shop.kernel.security import Role
 
 
@@ -92,6 +93,20 @@ async def get_user(session: AsyncSession, *, user_id: uuid.UUID) -> User:
     user = await repository.get_user(session, user_id)
     if user is None:
         raise UserNotFound("This user does not exist any more.")
+    return user
+
+
+async def bootstrap_admin(
+    db: Database, *, passwords: Passwords, settings: IdentitySettings
+) -> User | None:
+    """Ensure the admin named by the settings exists (start-up of whoever serves identity)."""
+    email, password = settings.bootstrap_admin_email, settings.bootstrap_admin_password
+    if not email or password is None:
+        return None
+    async with db.writer() as session, session.begin():
+        user, _ = await ensure_admin(
+            session, passwords=passwords, email=email, password=password.get_secret_value()
+        )
     return user
 
 

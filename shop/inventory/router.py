@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path, Query
 
 from shop.inventory import service
 from shop.inventory.dependencies import Products
 from shop.inventory.exceptions import ProductNotFound
-from shop.inventory.schemas import StockItemRead, StockUpdate
+from shop.inventory.schemas import (
+    ReservationAction,
+    ReservationCreate,
+    ReservationRead,
+    StockItemRead,
+    StockUpdate,
+)
 from shop.kernel.db import Session
 from shop.kernel.errors import problems
-from shop.kernel.security import AdminUser
+from shop.kernel.security import AdminUser, internal_caller
 from shop.kernel.types import MAX_INT32
 
 router = APIRouter(tags=["inventory"])
@@ -38,3 +45,48 @@ async def update_item(
     if not await products.exists(product_id):
         raise ProductNotFound(f"There is no product {product_id}.")
     return await service.update_item(session, product_id=product_id, on_hand=body.on_hand)
+
+
+internal_router = APIRouter(
+    prefix="/internal/inventory",
+    tags=["internal"],
+    include_in_schema=False,
+    dependencies=[Depends(internal_caller)],
+)
+ReservationId = Annotated[uuid.UUID, Path(description="The reservation (the order's id)")]
+
+
+@internal_router.get("/available", response_model=dict[int, int])
+async def internal_available(
+    session: Session, ids: Annotated[list[int], Query(max_length=1000)]
+) -> dict[int, int]:
+    """Units available per product id (0 without a stock record)."""
+    return await service.list_available(session, product_ids=ids)
+
+
+@internal_router.put("/reservations/{reservation_id}", response_model=ReservationRead)
+async def internal_reserve(
+    reservation_id: ReservationId, body: ReservationCreate, session: Session
+) -> ReservationRead:
+    """Hold every line or none (409 out-of-stock); replaying the same id holds nothing more."""
+    status = await service.create_reservation(
+        session,
+        reservation_id=reservation_id,
+        lines=[(line.product_id, line.quantity) for line in body.lines],
+    )
+    return ReservationRead(reservation_id=reservation_id, status=status)
+
+
+@internal_router.post("/reservations/{reservation_id}/{action}", response_model=ReservationRead)
+async def internal_transition(
+    reservation_id: ReservationId, action: ReservationAction, session: Session
+) -> ReservationRead:
+    """commit (sold), release (back to available) or return (sold units back on hand)."""
+    step = {
+        ReservationAction.COMMIT: service.commit_reservation,
+        ReservationAction.RELEASE: service.release_reservation,
+        ReservationAction.RETURN: service.return_reservation,
+    }[action]
+    return ReservationRead(
+        reservation_id=reservation_id, status=await step(session, reservation_id=reservation_id)
+    )

@@ -38,6 +38,25 @@ class UpstreamTimeout(ShopError):
     title = "Upstream timeout"
 
 
+class BadUpstreamResponse(ShopError):
+    """The upstream answered something this caller cannot use (a bug, not an outage)."""
+
+    status = 502
+    slug = "bad-gateway"
+    title = "Bad upstream response"
+
+
+def expect(response: httpx2.Response, *statuses: int) -> Any:
+    """The decoded JSON body of a response with one of ``statuses``; else an error."""
+    if response.status_code not in statuses:
+        request = response.request
+        raise BadUpstreamResponse(
+            f"{request.method} {request.url.path} answered {response.status_code}:"
+            f" {response.text[:200]}"
+        )
+    return response.json() if response.content else None
+
+
 @dataclass(frozen=True)
 class Timeouts:
     connect: float = 1.0

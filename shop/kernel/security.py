@@ -8,6 +8,7 @@ service never calls identity per request. The verifier is made in a lifespan and
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shop.kernel.errors import Forbidden, Unauthorized
+from shop.kernel.http import INTERNAL_TOKEN_HEADER
 
 ALGORITHM = "EdDSA"
 
@@ -164,6 +166,19 @@ async def admin_principal(principal: Annotated[Principal, Depends(current_princi
     if not principal.is_admin:
         raise Forbidden("This operation is reserved to administrators.")
     return principal
+
+
+async def internal_caller(request: Request) -> None:
+    """Only another service of the shop may call: it proves it with the shared token.
+
+    The gateway strips this header from every client request and never routes /internal.
+    """
+    expected = getattr(request.app.state, "internal_token", None)
+    given = request.headers.get(INTERNAL_TOKEN_HEADER, "")
+    if not isinstance(expected, str) or not expected:
+        raise RuntimeError("app.state.internal_token is not set")
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Forbidden("This endpoint is for the shop's own services.")
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop.kernel.db import Database, utcnow
@@ -42,6 +43,7 @@ from shop.orders.exceptions import (
 from shop.orders.models import Order, OrderLine, OrderStatus, SagaStep
 from shop.orders.ports import CartLine, ChargeStatus, CheckoutPorts
 from shop.orders.schemas import OrderCreate, OrderRead
+from shop.orders.settings import OrdersSettings
 
 logger = logging.getLogger("shop.orders")
 
@@ -225,6 +227,19 @@ async def resume_pending_orders(
     for order_id in stale:
         await _recover(db, ports, order_id)
     return len(stale)
+
+
+async def recovery_loop(db: Database, *, ports: CheckoutPorts, settings: OrdersSettings) -> None:
+    """Finish checkouts a crash left pending, now and then, for as long as the app runs."""
+    grace = timedelta(seconds=settings.recovery_grace_seconds)
+    while True:
+        try:
+            count = await resume_pending_orders(db, ports=ports, older_than=grace)
+            if count:
+                logger.warning("finished %d interrupted checkout(s)", count)
+        except Exception:
+            logger.exception("checkout recovery failed; retrying later")
+        await anyio.sleep(settings.recovery_interval_seconds)
 
 
 async def _recover(db: Database, ports: CheckoutPorts, order_id: uuid.UUID) -> None:

@@ -5,14 +5,23 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Path, Query
 
-from shop.kernel.db import Session
+from shop.kernel.db import Db, Session
 from shop.kernel.errors import problems
 from shop.kernel.pagination import Page, Paging
-from shop.kernel.security import CurrentUser
+from shop.kernel.security import CurrentUser, internal_caller
 from shop.payments import service
-from shop.payments.schemas import PaymentRead
+from shop.payments.dependencies import Processor
+from shop.payments.exceptions import PaymentNotFound
+from shop.payments.models import PaymentStatus
+from shop.payments.schemas import (
+    ChargeCreate,
+    ChargeRead,
+    ChargeRequest,
+    PaymentRead,
+    RefundRequest,
+)
 
 router = APIRouter(tags=["payments"])
 
@@ -29,3 +38,43 @@ async def list_payments(
         session, principal=principal, order_id=order_id, limit=paging.fetch, offset=paging.offset
     )
     return paging.page(rows)
+
+
+internal_router = APIRouter(
+    prefix="/internal/payments",
+    tags=["internal"],
+    include_in_schema=False,
+    dependencies=[Depends(internal_caller)],
+)
+ChargeKey = Annotated[str, Path(min_length=1, max_length=255, description="Idempotency key")]
+
+
+@internal_router.put("/charges/{key}", response_model=ChargeRead)
+async def internal_charge(
+    key: ChargeKey, body: ChargeRequest, db: Db, processor: Processor
+) -> ChargeRead:
+    """Charge once per key (a replay returns the first outcome, charging nothing more)."""
+    payment = await service.create_payment(
+        db,
+        processor=processor,
+        data=ChargeCreate(idempotency_key=key, **body.model_dump()),
+    )
+    return ChargeRead(key=key, status=PaymentStatus(payment.status))
+
+
+@internal_router.get("/charges/{key}", response_model=ChargeRead, responses=problems(404))
+async def internal_charge_status(key: ChargeKey, session: Session) -> ChargeRead:
+    """The outcome recorded for a key; 404 if no charge or void reached payments."""
+    payment = await service.get_payment_by_key(session, idempotency_key=key)
+    if payment is None:
+        raise PaymentNotFound(f"No charge was recorded for key {key!r}.")
+    return ChargeRead(key=key, status=PaymentStatus(payment.status))
+
+
+@internal_router.post("/charges/{key}/refund", response_model=ChargeRead)
+async def internal_refund(key: ChargeKey, body: RefundRequest, session: Session) -> ChargeRead:
+    """Refund the key's charge, or void the key if no charge arrived yet (idempotent)."""
+    status = await service.refund_payment(
+        session, idempotency_key=key, order_id=body.order_id, user_id=body.user_id
+    )
+    return ChargeRead(key=key, status=status)

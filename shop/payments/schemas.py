@@ -21,11 +21,26 @@ class PaymentRead(OutputModel):
     refunded_at: datetime | None
 
 
-class ChargeCreate(InputModel):
-    """A charge request (from orders; the card number is never stored)."""
+class ChargeRequest(InputModel):
+    """A charge request from orders (the card number is never stored)."""
 
-    idempotency_key: str = Field(min_length=1, max_length=255)
     order_id: uuid.UUID
     user_id: uuid.UUID
     amount: Money
     card_number: str = Field(pattern=r"^[0-9]{12,19}$")
+
+
+class ChargeCreate(ChargeRequest):
+    """A charge request with its idempotency key."""
+
+    idempotency_key: str = Field(min_length=1, max_length=255)
+
+
+class ChargeRead(OutputModel):
+    key: str
+    status: PaymentStatus
+
+
+class RefundRequest(InputModel):
+    order_id: uuid.UUID
+    user_id: uuid.UUID

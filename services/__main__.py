@@ -1,0 +1,61 @@
+"""Run one service of a topology (settings from the environment, as in production).
+
+    python -m services migrate <service>                 its contexts' migrations, DATABASE_URL
+    python -m services serve <service> [--host 127.0.0.1] [--port P] [--workers 1]
+
+The topology (``SHOP_TOPOLOGY``, default topologies/services.toml) says which app a service
+runs, which contexts it serves and its port; ``--port`` overrides it (replicas, tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from shop.kernel.migrations import upgrade
+from shop.kernel.topology import TopologyError, load
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    migrate = sub.add_parser("migrate", help="apply the service's migration streams")
+    migrate.add_argument("service")
+    serve = sub.add_parser("serve", help="serve the service with uvicorn")
+    serve.add_argument("service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    try:
+        topology = load()
+        spec = topology.services[args.service]
+    except TopologyError as exc:
+        sys.exit(str(exc))
+    except KeyError:
+        sys.exit(f"{topology.name} has no service {args.service!r}: {sorted(topology.services)}")
+
+    if args.command == "migrate":
+        url = os.environ.get("DATABASE_URL") or f"sqlite+aiosqlite:///var/services/{spec.name}.db"
+        if url.startswith("sqlite") and "var/services/" in url:
+            os.makedirs("var/services", exist_ok=True)
+        upgrade(url, list(spec.contexts))
+        print(f"{spec.name}: migrated {', '.join(spec.contexts)}")
+        return
+
+    import uvicorn
+
+    uvicorn.run(
+        spec.app,
+        factory=True,
+        host=args.host,
+        port=args.port or spec.port,
+        workers=args.workers,
+        log_level="info",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""What every service does the same way: database, upstreams, token check, error handling.
+
+A service's ``app.py`` says only what is its own: its routers, which contexts it calls, and
+how its ports bind to those upstreams.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx2
+from fastapi import APIRouter, FastAPI
+
+from services.settings import ServiceSettings
+from shop.kernel.db import Database
+from shop.kernel.errors import install_error_handlers
+from shop.kernel.http import INTERNAL_TOKEN_HEADER, CircuitBreaker, Timeouts, Upstream, expect
+from shop.kernel.ops import router as ops_router
+from shop.kernel.security import JwksSource, TokenVerifier
+from shop.kernel.topology import Topology, load
+
+logger = logging.getLogger("services")
+
+
+@dataclass
+class Runtime:
+    """The live pieces of one service, handed to its wiring function in the lifespan."""
+
+    name: str
+    settings: ServiceSettings
+    topology: Topology
+    db: Database
+    upstreams: dict[str, Upstream]
+    """By context name: the upstream of the service that serves that context."""
+    tasks: anyio.abc.TaskGroup
+
+
+Wiring = Callable[[FastAPI, Runtime], Awaitable[None]]
+
+
+def _upstream(
+    context: str,
+    topology: Topology,
+    settings: ServiceSettings,
+    transports: Mapping[str, httpx2.AsyncBaseTransport],
+) -> Upstream:
+    spec = topology.owner(context)
+    transport = transports.get(spec.name)
+    urls = [f"http://{spec.name}"] if transport is not None else spec.urls()
+    token = settings.internal_token.get_secret_value() if settings.internal_token else ""
+    # The read timeout of a charge must outlast the card processor's slowest answer.
+    read = settings.read_timeout_seconds
+    if context == "payments":
+        read = max(read, settings.payments.processor_delay_seconds + 2.0)
+    return Upstream(
+        spec.name,
+        urls,
+        transport=transport,
+        timeouts=Timeouts(
+            connect=settings.connect_timeout_seconds,
+            read=read,
+            budget=max(settings.budget_seconds, read + settings.connect_timeout_seconds),
+        ),
+        retries=settings.retries,
+        breaker=CircuitBreaker(
+            threshold=settings.breaker_threshold, reset_after=settings.breaker_reset_seconds
+        ),
+        headers={INTERNAL_TOKEN_HEADER: token},
+    )
+
+
+def remote_jwks(identity: Upstream) -> JwksSource:
+    """Identity's public keys over HTTP (TokenVerifier caches them)."""
+
+    async def load_jwks() -> dict[str, Any]:
+        response = await identity.request("GET", "/.well-known/jwks.json", idempotent=True)
+        document: dict[str, Any] = expect(response, 200)
+        return document
+
+    return load_jwks
+
+
+def build_app(
+    name: str,
+    *,
+    settings: ServiceSettings | None,
+    transports: Mapping[str, httpx2.AsyncBaseTransport] | None,
+    routers: Sequence[APIRouter],
+    calls: Sequence[str],
+    wire: Wiring,
+    jwks: Callable[[Runtime], JwksSource] | None = None,
+) -> FastAPI:
+    """A service: ``routers`` on its own database, upstreams to the contexts in ``calls``.
+
+    ``jwks`` gives the token verifier its key source; by default identity's, over HTTP.
+    """
+    settings = settings or ServiceSettings()
+    internal_token = settings.internal_token.get_secret_value() if settings.internal_token else ""
+    if not internal_token:
+        raise RuntimeError(
+            "SHOP_INTERNAL_TOKEN is not set: services need a shared secret for their calls"
+            " to each other (the launcher generates one per run)"
+        )
+    topology = load(settings.topology)
+    database_url = settings.database_url or f"sqlite+aiosqlite:///var/services/{name}.db"
+    links = dict(transports or {})
+    needed = set(calls) | ({"identity"} if jwks is None else set())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database.connect(database_url, pool_size=settings.db_pool_size)
+        async with AsyncExitStack() as stack, anyio.create_task_group() as tasks:
+            stack.push_async_callback(db.dispose)
+            upstreams = {}
+            for context in sorted(needed):
+                upstream = _upstream(context, topology, settings, links)
+                stack.push_async_callback(upstream.aclose)
+                upstreams[context] = upstream
+            runtime = Runtime(name, settings, topology, db, upstreams, tasks)
+            source = jwks(runtime) if jwks is not None else remote_jwks(upstreams["identity"])
+            app.state.database = db
+            app.state.internal_token = internal_token
+            app.state.token_verifier = TokenVerifier(
+                source, issuer=settings.identity.issuer, audience=settings.identity.audience
+            )
+            await wire(app, runtime)
+            yield
+            tasks.cancel_scope.cancel()
+
+    app = FastAPI(
+        title="shopkata",
+        summary="An online shop: identity, catalog, inventory, cart, orders, payments.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(ops_router)
+    for router in routers:
+        app.include_router(router)
+    return app
