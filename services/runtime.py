@@ -108,7 +108,7 @@ def build_app(
         )
     topology = load(settings.topology)
     database_url = settings.database_url or f"sqlite+aiosqlite:///var/services/{name}.db"
-    links = dict(transports or {})
+    links: Mapping[str, httpx2.AsyncBaseTransport] = transports or {}  # read at start-up
     needed = set(calls) | ({"identity"} if jwks is None else set())
 
     @asynccontextmanager

@@ -6,16 +6,21 @@
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx2
+from fastapi import FastAPI
+from pydantic import SecretStr
 
 from monolith.app import create_app
+from services.settings import ServiceSettings
 from shop.identity.tokens import generate_private_key_pem
+from shop.kernel.topology import Topology, load
 from tests import support
 
 
@@ -38,3 +43,70 @@ async def monolith() -> AsyncIterator[dict[str, Any]]:
                     "audience": support.AUDIENCE,
                     "payment_delay_seconds": support.PAYMENT_DELAY_SECONDS,
                 }
+
+
+def _target(transport: httpx2.AsyncBaseTransport, base_url: str, key: str) -> dict[str, Any]:
+    return {
+        "transport": transport,
+        "base_url": base_url,
+        "admin_email": support.ADMIN_EMAIL,
+        "admin_password": support.ADMIN_PASSWORD,
+        "signing_key_pem": key,
+        "issuer": support.ISSUER,
+        "audience": support.AUDIENCE,
+        "payment_delay_seconds": support.PAYMENT_DELAY_SECONDS,
+    }
+
+
+@asynccontextmanager
+async def service_apps(
+    topology: Topology, key: str, stack: AsyncExitStack, tmp: Path
+) -> AsyncIterator[dict[str, httpx2.ASGITransport]]:
+    """Every service of ``topology`` on its own scratch database, wired by ASGI transports."""
+    transports: dict[str, httpx2.ASGITransport] = {}
+    apps: dict[str, FastAPI] = {}
+    for name, spec in topology.services.items():
+        url = await stack.enter_async_context(support.scratch_database(tmp))
+        await support.migrate(url, list(spec.contexts))
+        settings = ServiceSettings(
+            database_url=url,
+            internal_token=SecretStr("in-process-internal-token"),
+            topology=topology.source or Path("topologies/services.toml"),
+            identity=support.identity_settings(key),
+            payments=support.monolith_settings(url).payments,
+            orders=support.monolith_settings(url).orders,
+            recover_checkouts=False,
+        )
+        module, _, attr = spec.app.partition(":")
+        apps[name] = getattr(importlib.import_module(module), attr)(settings, transports=transports)
+        transports[name] = httpx2.ASGITransport(app=apps[name])
+    for app in apps.values():
+        await stack.enter_async_context(app.router.lifespan_context(app))
+    yield transports
+
+
+class _PathRouter(httpx2.AsyncBaseTransport):
+    """Sends each request to the service the topology routes its path to (no gateway)."""
+
+    def __init__(self, topology: Topology, transports: dict[str, httpx2.ASGITransport]) -> None:
+        self._topology = topology
+        self._transports = transports
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        spec = self._topology.route(request.url.path)
+        if spec is None:
+            return httpx2.Response(404, json={"detail": "no route"})
+        return await self._transports[spec.name].handle_async_request(request)
+
+
+@asynccontextmanager
+async def services_direct() -> AsyncIterator[dict[str, Any]]:
+    """The services in process, each path sent straight to its service (no gateway)."""
+    topology = load("topologies/services.toml")
+    key = generate_private_key_pem()
+    with tempfile.TemporaryDirectory(prefix="shopkata-") as tmp:
+        async with AsyncExitStack() as stack:
+            transports = await stack.enter_async_context(
+                service_apps(topology, key, stack, Path(tmp))
+            )
+            yield _target(_PathRouter(topology, transports), "http://services.test", key)

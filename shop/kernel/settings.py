@@ -10,4 +10,6 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/shop.db"
 class ShopSettings(BaseSettings):
     """Base for settings classes: environment variables and an optional ``.env`` file."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+    )
