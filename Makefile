@@ -67,13 +67,21 @@ typecheck: $(STAMP) ## mypy --strict
 importlint: $(STAMP) ## import-linter: contexts independent, kernel and contract suite clean
 	$(BIN)/lint-imports
 
-pytest: $(STAMP) ## Every test tier on SQLite
+# The contract suite runs once per in-process topology: the monolith (in the first run,
+# its default target) and the services behind the gateway.
+CONTRACT_TARGETS := tests.targets:services
+
+pytest: $(STAMP) ## Every test tier on SQLite, the contract suite against every topology
 	$(BIN)/pytest -q
+	@for target in $(CONTRACT_TARGETS); do \
+		echo "contract suite against $$target"; \
+		$(BIN)/pytest -q -p no:cacheprovider tests/contract --target $$target || exit 1; \
+	done
 
 test: lint typecheck importlint pytest ## Everything: lint, types, boundaries, all tests (SQLite)
 
-test-postgres: $(STAMP) ## Every test tier against the PostgreSQL server at PG_URL
-	TEST_DATABASE_URL=$(PG_URL) $(BIN)/pytest -q
+test-postgres: ## Every test tier against the PostgreSQL server at PG_URL
+	TEST_DATABASE_URL=$(PG_URL) $(MAKE) --no-print-directory pytest
 
 clean: ## Remove the virtualenvs, local databases and caches
 	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

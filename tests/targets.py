@@ -17,6 +17,8 @@ import httpx2
 from fastapi import FastAPI
 from pydantic import SecretStr
 
+from gateway.app import create_app as create_gateway
+from gateway.settings import GatewaySettings
 from monolith.app import create_app
 from services.settings import ServiceSettings
 from shop.identity.tokens import generate_private_key_pem
@@ -110,3 +112,25 @@ async def services_direct() -> AsyncIterator[dict[str, Any]]:
                 service_apps(topology, key, stack, Path(tmp))
             )
             yield _target(_PathRouter(topology, transports), "http://services.test", key)
+
+
+@asynccontextmanager
+async def services() -> AsyncIterator[dict[str, Any]]:
+    """The services in process behind the gateway: ASGI transports all the way, no sockets."""
+    topology = load("topologies/services.toml")
+    key = generate_private_key_pem()
+    with tempfile.TemporaryDirectory(prefix="shopkata-") as tmp:
+        async with AsyncExitStack() as stack:
+            transports = await stack.enter_async_context(
+                service_apps(topology, key, stack, Path(tmp))
+            )
+            gateway = create_gateway(
+                GatewaySettings(
+                    topology=Path("topologies/services.toml"),
+                    issuer=support.ISSUER,
+                    audience=support.AUDIENCE,
+                ),
+                transports=transports,
+            )
+            await stack.enter_async_context(gateway.router.lifespan_context(gateway))
+            yield _target(httpx2.ASGITransport(app=gateway), "http://gateway.test", key)
