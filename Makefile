@@ -53,6 +53,35 @@ up-monolith: seed ## Serve the modular monolith on http://127.0.0.1:8000 (docs a
 	@echo "admin: $(IDENTITY_BOOTSTRAP_ADMIN_EMAIL) / $(IDENTITY_BOOTSTRAP_ADMIN_PASSWORD)"
 	$(BIN)/python -m monolith serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
+# Native processes, no Docker (launcher/, README "make up-services"). The control targets act
+# on the running `make up-services` through its socket, var/run/launcher-<topology>.sock.
+TOPOLOGY ?= topologies/services.toml
+REPLICAS ?=
+DATABASE ?=
+PORT_OFFSET ?=
+SERVICE ?=
+.PHONY: up-services services-status services-stop services-start services-restart services-down
+
+up-services: keys ## Every service + the gateway on :8000 (REPLICAS="catalog=2" DATABASE=postgres)
+	$(BIN)/python -m launcher up --topology $(TOPOLOGY) --port $(PORT) \
+		$(if $(REPLICAS),--replicas "$(REPLICAS)") $(if $(DATABASE),--database "$(DATABASE)") \
+		$(if $(PORT_OFFSET),--port-offset $(PORT_OFFSET))
+
+services-status: $(STAMP) ## Processes of the running up-services: name, URL, pid, state
+	$(BIN)/python -m launcher status --topology $(TOPOLOGY)
+
+services-stop: $(STAMP) ## Stop one service of up-services, the rest keep running (SERVICE=inventory)
+	$(BIN)/python -m launcher stop "$(SERVICE)" --topology $(TOPOLOGY)
+
+services-start: $(STAMP) ## Start a stopped service of up-services again (SERVICE=inventory)
+	$(BIN)/python -m launcher start "$(SERVICE)" --topology $(TOPOLOGY)
+
+services-restart: $(STAMP) ## Restart one service of up-services and wait until ready (SERVICE=...)
+	$(BIN)/python -m launcher restart "$(SERVICE)" --topology $(TOPOLOGY)
+
+services-down: $(STAMP) ## Stop every process of up-services (like Ctrl-C in its terminal)
+	$(BIN)/python -m launcher down --topology $(TOPOLOGY)
+
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from launcher import Launcher, Timeouts, topologies
 from shop.identity.tokens import generate_private_key_pem
 from tests import support
 
@@ -116,3 +118,100 @@ def live_monolith(
         yield LiveServer(base_url=base_url, pid=process.pid, key_file=key_file, log_file=log_file)
     finally:
         stop(process)
+
+
+# --------------------------------------------------------------------------- the launcher
+# Used by test_services*.py and test_faults*.py: whole topologies started by launcher/, on
+# ports moved away from a developer's :8000, each service on its own scratch database.
+
+GATEWAY_CONNECT_TIMEOUT_SECONDS = 1.0
+GATEWAY_READ_TIMEOUT_SECONDS = 10.0
+GATEWAY_BUDGET_SECONDS = GATEWAY_CONNECT_TIMEOUT_SECONDS + GATEWAY_READ_TIMEOUT_SECONDS + 1.0
+"""The longest the gateway may take to answer anything, slack included: its timeouts."""
+
+
+def launcher_env(key_file: Path, **extra: str) -> dict[str, str]:
+    """This environment plus test settings: cheap hashing, a known key and admin."""
+    env = {
+        **os.environ,
+        "IDENTITY_SIGNING_KEY_FILE": str(key_file),
+        "IDENTITY_ISSUER": support.ISSUER,
+        "IDENTITY_AUDIENCE": support.AUDIENCE,
+        "IDENTITY_ARGON2_TIME_COST": "1",
+        "IDENTITY_ARGON2_MEMORY_KIB": "64",
+        "IDENTITY_ARGON2_PARALLELISM": "1",
+        "IDENTITY_BOOTSTRAP_ADMIN_EMAIL": support.ADMIN_EMAIL,
+        "IDENTITY_BOOTSTRAP_ADMIN_PASSWORD": support.ADMIN_PASSWORD,
+        "PAYMENTS_PROCESSOR_DELAY_SECONDS": str(support.PAYMENT_DELAY_SECONDS),
+        "GATEWAY_ISSUER": support.ISSUER,
+        "GATEWAY_AUDIENCE": support.AUDIENCE,
+        "GATEWAY_CONNECT_TIMEOUT_SECONDS": str(GATEWAY_CONNECT_TIMEOUT_SECONDS),
+        "GATEWAY_READ_TIMEOUT_SECONDS": str(GATEWAY_READ_TIMEOUT_SECONDS),
+        **extra,
+    }
+    for name in ("IDENTITY_SIGNING_KEY_PEM", "SHOP_TOPOLOGY", "SHOP_REPLICAS", "DATABASE_URL"):
+        env.pop(name, None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh Ed25519 signing key for the launched topologies of this session."""
+    key_file = tmp_path_factory.mktemp("launcher-key") / "signing-key.pem"
+    key_file.write_text(generate_private_key_pem())
+    return key_file
+
+
+def require_services() -> None:
+    """Fail (never skip) when the services deployables are missing."""
+    assert (REPO / "services" / "__main__.py").exists(), (
+        "services/__main__.py is missing: the services topology cannot be launched"
+    )
+
+
+@contextlib.contextmanager
+def launched(
+    topology_file: str,
+    tmp: Path,
+    env: dict[str, str],
+    *,
+    replicas: str = "",
+    timeouts: Timeouts = Timeouts(migrate=60.0, ready=60.0, stop=10.0),
+) -> Iterator[Launcher]:
+    """A topology started by the launcher on free ports, each service on a scratch database
+    (SQLite, or PostgreSQL with TEST_DATABASE_URL); every process stopped and every
+    database dropped afterwards."""
+    topology = topologies.resolve(REPO / topology_file, replicas=replicas)
+    topology = topologies.relocate(topology, offset=topologies.free_port_offset(topology))
+    urls: dict[str, str] = {}
+    try:
+        for name in topology.services:
+            urls[name] = asyncio.run(support.create_scratch_database(tmp))
+        launcher = Launcher(
+            topology,
+            databases=urls,
+            run_dir=tmp / "run",
+            env=env,
+            cwd=REPO,
+            timeouts=timeouts,
+            progress=print,
+        )
+        try:
+            launcher.start_all()
+            yield launcher
+        finally:
+            launcher.stop_all()
+    finally:
+        for url in urls.values():
+            asyncio.run(support.drop_scratch_database(url))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (ours are reaped once stopped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
