@@ -441,6 +441,9 @@ class Launcher:
     def _serve_command(self, proc: _Managed) -> list[str]:
         address = ["--host", HOST, "--port", str(proc.port)]
         if proc.service == GATEWAY:
+            if self.gateway_app == DEFAULT_GATEWAY_APP:
+                # The gateway's own entry point: no access log, no trusting X-Forwarded-*.
+                return [self.python, "-m", "gateway", "serve", *address]
             return [self.python, "-m", "uvicorn", "--factory", self.gateway_app, *address]
         spec = self.topology.services[proc.service]
         if self._is_monolith(spec):

@@ -1,0 +1,66 @@
+"""Gateway settings (``GATEWAY_*``, plus the launcher's ``SHOP_TOPOLOGY`` and ``SHOP_REPLICAS``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+
+from shop.kernel.settings import ShopSettings
+from shop.kernel.topology import DEFAULT_TOPOLOGY, parse_replicas
+
+
+class GatewaySettings(ShopSettings, env_prefix="GATEWAY_", populate_by_name=True):
+    """Everything the gateway reads from its environment, in one place."""
+
+    topology: Path = Field(
+        DEFAULT_TOPOLOGY,
+        # The launcher and every service read SHOP_TOPOLOGY; the gateway follows the same file.
+        validation_alias=AliasChoices("SHOP_TOPOLOGY", "GATEWAY_TOPOLOGY"),
+        description="The topology file whose [routes] the gateway serves",
+    )
+    replicas: str = Field(
+        "",
+        validation_alias=AliasChoices("SHOP_REPLICAS", "GATEWAY_REPLICAS"),
+        description='Replicate services on top of the file, like "catalog=2,orders=3"',
+    )
+    upstream_host: str = Field("127.0.0.1", description="The host every service listens on")
+    client: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp",
+        description="Upstream HTTP client of the proxy path (aiohttp measured faster; "
+        "docs/gateway.md)",
+    )
+    issuer: str = Field("shopkata", description="The `iss` every access token must carry")
+    audience: str = Field("shopkata", description="The `aud` every access token must carry")
+    connect_timeout_seconds: float = Field(1.0, gt=0)
+    read_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        # Longer than a service's own budget for the calls it makes (8 s in shop.kernel.http),
+        # so a service times out first and answers with its own, more precise problem.
+        description="Longest wait for an upstream's response head, and between body chunks",
+    )
+    readiness_timeout_seconds: float = Field(2.0, gt=0)
+    verified_token_ttl_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How long a verified access token is taken on trust (never past its exp; "
+        "0 verifies every request)",
+    )
+    breaker_threshold: int = Field(5, ge=1, description="Failures in a row that open a circuit")
+    breaker_reset_seconds: float = Field(
+        2.0, gt=0, description="How long an open circuit fails fast before one probe"
+    )
+    max_connections: int = Field(
+        512, ge=1, description="Pooled keep-alive connections to all upstreams together"
+    )
+    openapi_cache_seconds: float = Field(
+        300.0, ge=0, description="How long a complete merged OpenAPI document is reused"
+    )
+
+    @model_validator(mode="after")
+    def _replicas_parse(self) -> GatewaySettings:
+        # Fail at start-up, not at the first request, on a malformed override.
+        parse_replicas(self.replicas)
+        return self
