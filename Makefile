@@ -48,10 +48,24 @@ migrate: $(STAMP) ## Apply every context's migrations to DATABASE_URL (default v
 seed: keys migrate ## Load the demo catalog (1,000 products, 20 categories, stock) and the admin
 	$(BIN)/python -m monolith seed --if-empty
 
-up-monolith: seed ## Serve the modular monolith on http://127.0.0.1:8000 (docs at /docs)
+# RUNTIME=compose runs up-monolith / up-services in containers with PostgreSQL instead
+# (docker-compose.yml, docs/containers.md); native processes stay the default.
+RUNTIME ?= native
+COMPOSE ?= docker compose
+comma := ,
+compose_runtime = $(filter compose,$(RUNTIME))
+ifeq ($(filter native compose,$(RUNTIME)),)
+$(error RUNTIME must be native or compose, not "$(RUNTIME)")
+endif
+
+up-monolith: $(if $(compose_runtime),,seed) ## Serve the modular monolith on http://127.0.0.1:8000 (docs at /docs)
+ifeq ($(RUNTIME),compose)
+	PORT=$(PORT) WORKERS=$(WORKERS) $(COMPOSE) --profile monolith up --build
+else
 	@echo "shopkata monolith: http://$(HOST):$(PORT)  docs: http://$(HOST):$(PORT)/docs"
 	@echo "admin: $(IDENTITY_BOOTSTRAP_ADMIN_EMAIL) / $(IDENTITY_BOOTSTRAP_ADMIN_PASSWORD)"
 	$(BIN)/python -m monolith serve --host $(HOST) --port $(PORT) --workers $(WORKERS)
+endif
 
 # Native processes, no Docker (launcher/, README "make up-services"). The control targets act
 # on the running `make up-services` through its socket, var/run/launcher-<topology>.sock.
@@ -62,10 +76,15 @@ PORT_OFFSET ?=
 SERVICE ?=
 .PHONY: up-services services-status services-stop services-start services-restart services-down
 
-up-services: keys ## Every service + the gateway on :8000 (REPLICAS="catalog=2" DATABASE=postgres)
+up-services: $(if $(compose_runtime),,keys) ## Every service + the gateway on :8000 (REPLICAS="catalog=2" DATABASE=postgres)
+ifeq ($(RUNTIME),compose)
+	PORT=$(PORT) $(COMPOSE) --profile services up --build \
+		$(foreach item,$(subst $(comma), ,$(REPLICAS)),--scale $(item))
+else
 	$(BIN)/python -m launcher up --topology $(TOPOLOGY) --port $(PORT) \
 		$(if $(REPLICAS),--replicas "$(REPLICAS)") $(if $(DATABASE),--database "$(DATABASE)") \
 		$(if $(PORT_OFFSET),--port-offset $(PORT_OFFSET))
+endif
 
 services-status: $(STAMP) ## Processes of the running up-services: name, URL, pid, state
 	$(BIN)/python -m launcher status --topology $(TOPOLOGY)

@@ -30,13 +30,16 @@ class ServiceSpec:
     contexts: tuple[str, ...]
     port: int
     replicas: int = 1
+    host: str | None = None
+    """Where the service is reached, when not on the caller's ``host`` (a container's name)."""
 
     @property
     def ports(self) -> list[int]:
         return [self.port + index for index in range(self.replicas)]
 
     def urls(self, host: str = HOST) -> list[str]:
-        return [f"http://{host}:{port}" for port in self.ports]
+        """Each replica's base URL: on the service's own ``host`` if it has one, else ``host``."""
+        return [f"http://{self.host or host}:{port}" for port in self.ports]
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Topology:
                 contexts=tuple(spec.get("contexts", ())),
                 port=int(spec["port"]),
                 replicas=int(spec.get("replicas", 1)),
+                host=str(spec["host"]) if spec.get("host") else None,
             )
             for name, spec in data.get("services", {}).items()
         }

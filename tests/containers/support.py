@@ -1,0 +1,139 @@
+"""Reading docker-compose.yml and the Dockerfile the way their tools do, without an engine.
+
+``compose(env)`` is docker-compose.yml after compose's own steps that matter here: YAML with
+its anchors and merge keys (PyYAML), then ``${VAR}`` / ``${VAR:-default}`` interpolation from
+``env`` (defaults otherwise), as ``docker compose config`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml  # type: ignore[import-untyped]
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+SCHEMA_FILE = Path(__file__).with_name("compose-spec.json")
+
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+def raw_compose() -> dict[str, Any]:
+    data = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's ``${NAME}`` and ``${NAME:-default}`` substitution, recursively."""
+    if isinstance(value, str):
+        if "$$" in value:
+            raise AssertionError(f"escaped $$ is not handled by this reader: {value!r}")
+        return _VARIABLE.sub(lambda m: env.get(m["name"]) or (m["default"] or ""), value)
+    if isinstance(value, list):
+        return [interpolate(item, env) for item in value]
+    if isinstance(value, dict):
+        return {key: interpolate(item, env) for key, item in value.items()}
+    return value
+
+
+def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
+    data = interpolate(raw_compose(), env or {})
+    assert isinstance(data, dict)
+    return data
+
+
+def services(env: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    found = compose(env)["services"]
+    assert isinstance(found, dict)
+    return found
+
+
+def schema() -> dict[str, Any]:
+    data = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+@dataclass
+class Stage:
+    """One ``FROM`` of the Dockerfile and the instructions under it."""
+
+    base: str
+    name: str
+    instructions: list[tuple[str, str]] = field(default_factory=list)
+
+    def all(self, keyword: str) -> list[str]:
+        return [args for word, args in self.instructions if word == keyword]
+
+
+@dataclass
+class Dockerfile:
+    args: dict[str, str]
+    """Global ``ARG``s (before the first FROM) with their defaults."""
+    stages: list[Stage]
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise AssertionError(f"no stage {name!r} in the Dockerfile")
+
+    def lineage(self, name: str) -> list[Stage]:
+        """The stage and every stage it is built ``FROM``, nearest first."""
+        chain = [self.stage(name)]
+        names = {stage.name for stage in self.stages}
+        while chain[-1].base in names:
+            chain.append(self.stage(chain[-1].base))
+        return chain
+
+
+@cache
+def dockerfile() -> Dockerfile:
+    """Instructions with their continuation lines joined; comments and blanks dropped."""
+    logical: list[str] = []
+    pending = ""
+    for line in DOCKERFILE.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        logical.append(pending + stripped)
+        pending = ""
+    assert not pending, "the Dockerfile ends inside a continued line"
+    args: dict[str, str] = {}
+    stages: list[Stage] = []
+    for text in logical:
+        word, _, rest = text.partition(" ")
+        word = word.upper()
+        rest = rest.strip()
+        if word == "FROM":
+            parts = shlex.split(rest)
+            parts = [part for part in parts if not part.startswith("--platform")]
+            name = parts[2] if len(parts) == 3 and parts[1].upper() == "AS" else ""
+            stages.append(Stage(base=parts[0], name=name))
+        elif not stages:
+            assert word == "ARG", f"only ARG may come before the first FROM, not {word}"
+            key, _, default = rest.partition("=")
+            args[key] = default
+        else:
+            stages[-1].instructions.append((word, rest))
+    return Dockerfile(args=args, stages=stages)
+
+
+def exec_form(args: str) -> list[str]:
+    """A ``CMD``/``ENTRYPOINT`` in exec form (a JSON array); the shell form is refused."""
+    value = json.loads(args)
+    assert isinstance(value, list), f"not in exec form: {args}"
+    assert all(isinstance(item, str) for item in value)
+    return value
