@@ -68,6 +68,44 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=10)
 
 
+def assert_contract_suite_passes(base_url: str, signing_key_file: Path) -> None:
+    """Run the whole black-box contract suite against a running deployment, in a subprocess."""
+    result = subprocess.run(  # noqa: S603 (our own interpreter running our own suite)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/contract",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--base-url",
+            base_url,
+            "--admin-email",
+            support.ADMIN_EMAIL,
+            "--admin-password",
+            support.ADMIN_PASSWORD,
+            "--signing-key-file",
+            str(signing_key_file),
+            "--issuer",
+            support.ISSUER,
+            "--audience",
+            support.AUDIENCE,
+            "--payment-delay",
+            str(support.PAYMENT_DELAY_SECONDS),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert " passed" in summary, summary
+    assert "failed" not in summary, summary
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated scratch database (sync fixture: the server is another process anyway)."""

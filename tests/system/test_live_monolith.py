@@ -3,54 +3,19 @@
 from __future__ import annotations
 
 import functools
-import subprocess
-import sys
 
 import httpx2
 import pytest
 
 from loadtests.seed import SeedPlan, is_seeded, seed
 from tests import support
-from tests.system.conftest import REPO, LiveServer
+from tests.system.conftest import LiveServer, assert_contract_suite_passes
 
 pytestmark = pytest.mark.anyio
 
 
 def test_contract_suite_passes_against_the_running_monolith(live_monolith: LiveServer) -> None:
-    result = subprocess.run(  # noqa: S603 (our own interpreter running our own suite)
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "tests/contract",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--base-url",
-            live_monolith.base_url,
-            "--admin-email",
-            support.ADMIN_EMAIL,
-            "--admin-password",
-            support.ADMIN_PASSWORD,
-            "--signing-key-file",
-            str(live_monolith.key_file),
-            "--issuer",
-            support.ISSUER,
-            "--audience",
-            support.AUDIENCE,
-            "--payment-delay",
-            str(support.PAYMENT_DELAY_SECONDS),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in summary, summary
-    assert "failed" not in summary, summary
+    assert_contract_suite_passes(live_monolith.base_url, live_monolith.key_file)
 
 
 async def test_seed_over_http_is_deterministic_and_rerunnable(live_monolith: LiveServer) -> None:

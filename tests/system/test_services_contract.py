@@ -4,8 +4,6 @@ and database, catalog replicated, the gateway in front; the whole contract suite
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +11,12 @@ import httpx2
 import pytest
 
 from launcher import Launcher
-from tests import support
-from tests.system.conftest import REPO, launched, launcher_env, require_services
+from tests.system.conftest import (
+    assert_contract_suite_passes,
+    launched,
+    launcher_env,
+    require_services,
+)
 
 SERVICES = {"identity", "catalog", "inventory", "cart", "orders", "payments"}
 
@@ -58,40 +60,7 @@ def test_contract_suite_passes_through_the_gateway(
     services: Launcher, signing_key_file: Path
 ) -> None:
     assert services.gateway_url is not None
-    result = subprocess.run(  # noqa: S603 (our interpreter running our own suite)
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "tests/contract",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--base-url",
-            services.gateway_url,
-            "--admin-email",
-            support.ADMIN_EMAIL,
-            "--admin-password",
-            support.ADMIN_PASSWORD,
-            "--signing-key-file",
-            str(signing_key_file),
-            "--issuer",
-            support.ISSUER,
-            "--audience",
-            support.AUDIENCE,
-            "--payment-delay",
-            str(support.PAYMENT_DELAY_SECONDS),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
-    assert " passed" in summary, summary
-    assert "failed" not in summary, summary
+    assert_contract_suite_passes(services.gateway_url, signing_key_file)
 
 
 def test_seed_loads_the_demo_catalog_through_the_gateway(services: Launcher) -> None:
