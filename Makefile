@@ -101,6 +101,31 @@ services-restart: $(STAMP) ## Restart one service of up-services and wait until 
 services-down: $(STAMP) ## Stop every process of up-services (like Ctrl-C in its terminal)
 	$(BIN)/python -m launcher down --topology $(TOPOLOGY)
 
+# Benchmarks and load tests (docs/benchmarks.md). Native processes on 127.0.0.1, scratch
+# databases under bench/results/, ports away from :8000.
+USERS ?= 20
+SPAWN_RATE ?= 5
+RUN_TIME ?= 60s
+UI ?=
+# HOST may be a whole URL (HOST=http://10.0.0.5:8000) or a host name with PORT.
+LOADTEST_HOST = $(if $(findstring ://,$(HOST)),$(HOST),http://$(HOST):$(PORT))
+# WORKERS given on the command line (or environment) runs Locust as a master with n workers.
+LOADTEST_WORKERS = $(if $(filter command line environment,$(origin WORKERS)),$(WORKERS),0)
+.PHONY: bench bench-quick loadtest loadtest-smoke
+
+bench: $(STAMP) ## Full benchmark, monolith vs services: bench/results/<timestamp>/report.md
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP) ## Short benchmark for CI and demos (under 3 minutes)
+	$(BIN)/python -m bench --quick
+
+loadtest: $(STAMP) ## Locust shopper against HOST (URL); UI=1 web UI, WORKERS=n distributed
+	$(BIN)/python -m bench.loadtest --host "$(LOADTEST_HOST)" --users $(USERS) \
+		--spawn-rate $(SPAWN_RATE) --time $(RUN_TIME) --workers $(LOADTEST_WORKERS) $(if $(UI),--ui)
+
+loadtest-smoke: $(STAMP) ## CI smoke: short Locust run on monolith and services, fails on any error
+	$(BIN)/python -m bench.loadtest --smoke
+
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

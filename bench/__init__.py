@@ -1,0 +1,1 @@
+"""The shopper benchmark (``python -m bench``) and the Locust runner (bench.loadtest)."""

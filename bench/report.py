@@ -1,0 +1,439 @@
+"""The benchmark's arithmetic and its report: no processes here, so tests can check it.
+
+A :class:`Step` is one Locust run against one target. Steps repeated at the same user count
+are summarised by their median (:func:`summarise`); CPU is turned into microseconds per
+request per component; ratios and a capacity projection are derived from those rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The issue's performance targets (ratios taken in one run).
+GATEWAY_TAX_TARGET = 0.8
+THROUGHPUT_RATIO_TARGET = 0.6
+P50_RATIO_TARGET = 1.5
+SATURATION_SHARE = 0.95
+"""A level "saturates" when it reaches this share of the best throughput of the ladder."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One Locust run: ``topology`` (monolith, services, ...), ``scenario`` (shopper,
+    health, product-direct, ...), the user count, and what was measured."""
+
+    topology: str
+    scenario: str
+    users: int
+    repeat: int
+    requests: int
+    failures: int
+    rps: float
+    p50: float
+    p95: float
+    p99: float
+    cpu_seconds: Mapping[str, float] = field(default_factory=dict)
+    """Server CPU (user + system) spent during the run, by component."""
+    locust_cpu_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Row:
+    """The median of the repeats of one (topology, scenario, users)."""
+
+    topology: str
+    scenario: str
+    users: int
+    runs: int
+    requests: int
+    failures: int
+    rps: float
+    p50: float
+    p95: float
+    p99: float
+    cpu_us: Mapping[str, float]
+    """Server CPU microseconds per request, by component (median over the repeats)."""
+    locust_cpu_us: float
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.requests if self.requests else 0.0
+
+    @property
+    def cpu_us_total(self) -> float:
+        return sum(self.cpu_us.values())
+
+
+def cpu_us_per_request(cpu_seconds: float, requests: int) -> float:
+    """CPU seconds spent over a run, as microseconds per request (0 without requests)."""
+    if requests <= 0:
+        return 0.0
+    return cpu_seconds * 1_000_000 / requests
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``, NaN when the denominator is 0."""
+    return numerator / denominator if denominator else math.nan
+
+
+def read_locust_stats(path: Path) -> dict[str, float]:
+    """The ``Aggregated`` row of a Locust ``*_stats.csv``: requests, failures, rps, p50/95/99
+    (milliseconds)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        for record in csv.DictReader(handle):
+            if record.get("Name") == "Aggregated":
+                return {
+                    "requests": float(record["Request Count"]),
+                    "failures": float(record["Failure Count"]),
+                    "rps": float(record["Requests/s"]),
+                    "p50": _number(record["50%"]),
+                    "p95": _number(record["95%"]),
+                    "p99": _number(record["99%"]),
+                }
+    raise ValueError(f"{path}: no Aggregated row")
+
+
+def read_task_names(path: Path) -> set[str]:
+    """The request names (``/products/[id]``...) a Locust ``*_stats.csv`` holds."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        return {r["Name"] for r in csv.DictReader(handle) if r.get("Name") != "Aggregated"}
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
+def summarise(steps: Iterable[Step]) -> list[Row]:
+    """One row per (topology, scenario, users): medians of rate, latency and CPU/request,
+    sums of requests and failures. Order: as first seen, users ascending."""
+    groups: dict[tuple[str, str, int], list[Step]] = {}
+    for step in steps:
+        groups.setdefault((step.topology, step.scenario, step.users), []).append(step)
+    rows = []
+    for (topology, scenario, users), runs in groups.items():
+        components = sorted({name for run in runs for name in run.cpu_seconds})
+        cpu_us = {
+            name: statistics.median(
+                cpu_us_per_request(run.cpu_seconds.get(name, 0.0), run.requests) for run in runs
+            )
+            for name in components
+        }
+        rows.append(
+            Row(
+                topology=topology,
+                scenario=scenario,
+                users=users,
+                runs=len(runs),
+                requests=sum(run.requests for run in runs),
+                failures=sum(run.failures for run in runs),
+                rps=statistics.median(run.rps for run in runs),
+                p50=statistics.median(run.p50 for run in runs),
+                p95=statistics.median(run.p95 for run in runs),
+                p99=statistics.median(run.p99 for run in runs),
+                cpu_us=cpu_us,
+                locust_cpu_us=statistics.median(
+                    cpu_us_per_request(run.locust_cpu_seconds, run.requests) for run in runs
+                ),
+            )
+        )
+    order = {key[:2]: index for index, key in enumerate(groups)}
+    return sorted(rows, key=lambda row: (order[(row.topology, row.scenario)], row.users))
+
+
+def select(rows: Iterable[Row], topology: str, scenario: str) -> list[Row]:
+    return [row for row in rows if row.topology == topology and row.scenario == scenario]
+
+
+def saturation(rows: Sequence[Row]) -> Row | None:
+    """The first (lowest user count) row reaching SATURATION_SHARE of the best throughput."""
+    if not rows:
+        return None
+    best = max(row.rps for row in rows)
+    return next(
+        row for row in sorted(rows, key=lambda r: r.users) if row.rps >= best * SATURATION_SHARE
+    )
+
+
+def nearest(rows: Sequence[Row], users: float) -> Row | None:
+    """The row whose user count is nearest ``users`` (the lower one on a tie)."""
+    if not rows:
+        return None
+    return min(rows, key=lambda row: (abs(row.users - users), row.users))
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float
+    goal: str
+    met: bool
+    note: str
+    threshold: float = 0.0
+
+    @property
+    def miss(self) -> str:
+        """How far from the goal, as a share of it ("" when met)."""
+        if self.met:
+            return ""
+        if not self.threshold:
+            return f"{self.value:g} over"
+        return f"{abs(self.value - self.threshold) / self.threshold:.0%} off"
+
+
+def evaluate_targets(
+    monolith: Sequence[Row],
+    services: Sequence[Row],
+    *,
+    direct: Row | None,
+    via_gateway: Row | None,
+    failures: int,
+    half_load: tuple[Row | None, Row | None] = (None, None),
+) -> list[Target]:
+    """The issue's targets, from the shopper ladders, the fixed-rate pair at half the
+    monolith's saturation throughput (``half_load``: monolith row, services row; without it
+    the ladder level nearest half the monolith's saturation users) and the gateway-tax
+    pair."""
+    targets = []
+    if direct is not None and via_gateway is not None:
+        value = ratio(via_gateway.rps, direct.rps)
+        targets.append(
+            Target(
+                f"gateway tax: GET /products/[id] through the gateway / straight to catalog"
+                f" ({via_gateway.users} users)",
+                value,
+                f">= {GATEWAY_TAX_TARGET}",
+                value >= GATEWAY_TAX_TARGET,
+                f"{via_gateway.rps:,.0f} vs {direct.rps:,.0f} req/s",
+                GATEWAY_TAX_TARGET,
+            )
+        )
+    mono_sat, serv_sat = saturation(monolith), saturation(services)
+    if mono_sat is not None and serv_sat is not None:
+        best_mono = max(row.rps for row in monolith)
+        best_serv = max(row.rps for row in services)
+        value = ratio(best_serv, best_mono)
+        targets.append(
+            Target(
+                "services / monolith throughput at saturation (shopper mix)",
+                value,
+                f">= {THROUGHPUT_RATIO_TARGET}",
+                value >= THROUGHPUT_RATIO_TARGET,
+                f"best {best_serv:,.0f} vs {best_mono:,.0f} req/s;"
+                f" monolith saturates at {mono_sat.users} users",
+                THROUGHPUT_RATIO_TARGET,
+            )
+        )
+        half_mono, half_serv = half_load
+        where = f"a fixed {half_mono.rps:,.0f} req/s" if half_mono else ""
+        if half_mono is None or half_serv is None:
+            half_mono = nearest(monolith, mono_sat.users / 2)
+            half_serv = nearest(services, mono_sat.users / 2)
+            where = f"{half_mono.users if half_mono else '?'} users"
+        if half_mono is not None and half_serv is not None:
+            value = ratio(half_serv.p50, half_mono.p50)
+            targets.append(
+                Target(
+                    f"services / monolith p50 at half the monolith's saturation load ({where})",
+                    value,
+                    f"<= {P50_RATIO_TARGET}",
+                    value <= P50_RATIO_TARGET,
+                    f"{half_serv.p50:g} vs {half_mono.p50:g} ms",
+                    P50_RATIO_TARGET,
+                )
+            )
+    targets.append(
+        Target("failed requests (every run)", failures, "= 0", failures == 0, f"{failures}")
+    )
+    return targets
+
+
+@dataclass(frozen=True)
+class Capacity:
+    component: str
+    cpu_us: float
+    per_core_rps: float
+    cores_needed: dict[int, float]
+
+
+def capacity_projection(cpu_us: Mapping[str, float], rates: Sequence[int]) -> list[Capacity]:
+    """A projection, not a measurement: from CPU microseconds per request of each
+    component, the requests/s one core could serve of it alone, and the cores each
+    component needs at each target rate (linear scaling, no contention, no I/O waits)."""
+    projection = []
+    for component, us in cpu_us.items():
+        per_core = 1_000_000 / us if us > 0 else math.inf
+        needed = {rate: rate * us / 1_000_000 for rate in rates}
+        projection.append(Capacity(component, us, per_core, needed))
+    return projection
+
+
+# ------------------------------------------------------------------------- rendering
+
+
+def _fmt(value: float, digits: int = 0) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def ladder_table(rows: Sequence[Row]) -> str:
+    """Markdown table of one topology's ladder."""
+    components = sorted({name for row in rows for name in row.cpu_us})
+    head = [
+        "users",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "failed",
+        "server CPU us/req",
+        *(f"{name} us/req" for name in components),
+        "locust CPU us/req",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [
+            str(row.users),
+            _fmt(row.rps),
+            _fmt(row.p50),
+            _fmt(row.p95),
+            _fmt(row.p99),
+            f"{row.failure_rate:.2%}",
+            _fmt(row.cpu_us_total),
+            *(_fmt(row.cpu_us.get(name, 0.0)) for name in components),
+            _fmt(row.locust_cpu_us),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ratio_table(monolith: Sequence[Row], services: Sequence[Row]) -> str:
+    """services / monolith at each user count both ladders have."""
+    by_users = {row.users: row for row in monolith}
+    lines = [
+        "| users | throughput | p50 | p95 | p99 | CPU us/req |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in services:
+        base = by_users.get(row.users)
+        if base is None:
+            continue
+        cells = [
+            ratio(row.rps, base.rps),
+            ratio(row.p50, base.p50),
+            ratio(row.p95, base.p95),
+            ratio(row.p99, base.p99),
+            ratio(row.cpu_us_total, base.cpu_us_total),
+        ]
+        lines.append(f"| {row.users} | " + " | ".join(_fmt(c, 2) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def reference_table(rows: Sequence[Row]) -> str:
+    lines = [
+        "| target | users | req/s | p50 ms | p99 ms | failed | server CPU us/req |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.topology} {row.scenario} | {row.users} | {_fmt(row.rps)} | {_fmt(row.p50)}"
+            f" | {_fmt(row.p99)} | {row.failure_rate:.2%} | {_fmt(row.cpu_us_total)} |"
+        )
+    return "\n".join(lines)
+
+
+def targets_table(targets: Sequence[Target]) -> str:
+    lines = ["| target | measured | goal | met | detail |", "|---|---|---|---|---|"]
+    for target in targets:
+        met = "yes" if target.met else f"**no** ({target.miss})"
+        lines.append(
+            f"| {target.name} | {_fmt(target.value, 2)} | {target.goal} | {met} | {target.note} |"
+        )
+    return "\n".join(lines)
+
+
+def capacity_table(projection: Sequence[Capacity], rates: Sequence[int]) -> str:
+    head = ["component", "CPU us/req", "req/s per core", *(f"cores at {r:,} req/s" for r in rates)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for cap in projection:
+        cells = [cap.component, _fmt(cap.cpu_us), _fmt(cap.per_core_rps)]
+        cells += [_fmt(cap.cores_needed[rate], 2) for rate in rates]
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(projection) > 1:
+        total = sum(cap.cpu_us for cap in projection)
+        cells = ["**all**", _fmt(total), _fmt(1_000_000 / total if total else math.inf)]
+        cells += [_fmt(sum(cap.cores_needed[rate] for cap in projection), 2) for rate in rates]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[Row], out: Path, topologies: Sequence[str]) -> list[Path]:
+    """Three PNGs, both topologies on the same axes: throughput, latency, CPU/request."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for topology in topologies:
+        ladder = select(rows, topology, "shopper")
+        ax.plot([r.users for r in ladder], [r.rps for r in ladder], marker="o", label=topology)
+    ax.set(xlabel="users (closed loop)", ylabel="requests/s", title="Shopper mix: throughput")
+    ax.set_xscale("log", base=2)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    written.append(_save(fig, out / "throughput.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {"p50": "-", "p95": "--", "p99": ":"}
+    for index, topology in enumerate(topologies):
+        ladder = select(rows, topology, "shopper")
+        for name, style in styles.items():
+            ax.plot(
+                [r.users for r in ladder],
+                [getattr(r, name) for r in ladder],
+                linestyle=style,
+                marker="o",
+                color=f"C{index}",
+                label=f"{topology} {name}",
+            )
+    ax.set(xlabel="users (closed loop)", ylabel="ms", title="Shopper mix: latency percentiles")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    written.append(_save(fig, out / "latency.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    bars = []
+    for topology in topologies:
+        top = saturation(select(rows, topology, "shopper"))
+        if top is not None:
+            bars.append((f"{topology}\n({top.users} users)", top))
+    components = sorted({name for _, row in bars for name in row.cpu_us})
+    for index, component in enumerate(components):
+        bottoms = [sum(row.cpu_us.get(c, 0.0) for c in components[:index]) for _, row in bars]
+        values = [row.cpu_us.get(component, 0.0) for _, row in bars]
+        ax.bar([label for label, _ in bars], values, bottom=bottoms, label=component)
+    ax.set(ylabel="server CPU us/request", title="CPU per request by component, at saturation")
+    ax.legend(fontsize="small")
+    written.append(_save(fig, out / "cpu_per_request.png"))
+    return written
+
+
+def _save(fig: object, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    return path
