@@ -217,6 +217,8 @@ class ShopperUser(_ShopUser):
             )
             if self.check(response, reason):
                 self.cart[product_id] = quantity
+            elif response.status_code >= 500:
+                self._resync_cart()
 
     @task(2)
     def remove_from_cart(self) -> None:
@@ -236,6 +238,15 @@ class ShopperUser(_ShopUser):
                 reason = f"product {product_id} still in the cart after DELETE"
             if self.check(response, reason):
                 self.cart.pop(product_id, None)
+            elif response.status_code >= 500:
+                self._resync_cart()
+
+    def _resync_cart(self) -> None:
+        """A write that timed out may still have been applied: read the cart back."""
+        response = self.client.get("/cart", headers=self.auth, name="/cart")
+        if response.status_code == 200:
+            items = json.loads(response.content or b"{}").get("items", [])
+            self.cart = {line["product_id"]: line["quantity"] for line in items}
 
     @task(3)
     def checkout(self) -> None:
