@@ -87,33 +87,6 @@ async def service_apps(
     yield transports
 
 
-class _PathRouter(httpx2.AsyncBaseTransport):
-    """Sends each request to the service the topology routes its path to (no gateway)."""
-
-    def __init__(self, topology: Topology, transports: dict[str, httpx2.ASGITransport]) -> None:
-        self._topology = topology
-        self._transports = transports
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        spec = self._topology.route(request.url.path)
-        if spec is None:
-            return httpx2.Response(404, json={"detail": "no route"})
-        return await self._transports[spec.name].handle_async_request(request)
-
-
-@asynccontextmanager
-async def services_direct() -> AsyncIterator[dict[str, Any]]:
-    """The services in process, each path sent straight to its service (no gateway)."""
-    topology = load("topologies/services.toml")
-    key = generate_private_key_pem()
-    with tempfile.TemporaryDirectory(prefix="shopkata-") as tmp:
-        async with AsyncExitStack() as stack:
-            transports = await stack.enter_async_context(
-                service_apps(topology, key, stack, Path(tmp))
-            )
-            yield _target(_PathRouter(topology, transports), "http://services.test", key)
-
-
 @asynccontextmanager
 async def services() -> AsyncIterator[dict[str, Any]]:
     """The services in process behind the gateway: ASGI transports all the way, no sockets."""
