@@ -25,7 +25,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report as rep
-from bench.run import LOCUSTFILE, REPO, Plan, free_port, monolith, say, services, stop_process
+from bench.run import (
+    LOCUSTFILE,
+    REPO,
+    Plan,
+    free_port,
+    locust_command,
+    monolith,
+    say,
+    services,
+    stop_process,
+)
 
 SMOKE_PLAN = Plan(ladder=(8,), seconds=10, repeats=1, warmup_seconds=0, products=50)
 
@@ -96,27 +106,7 @@ def smoke(seconds: int, users: int) -> int:
         context = monolith if topology == "monolith" else services
         with context(out, SMOKE_PLAN) as deployment:
             prefix = out / f"{topology}"
-            command = [
-                _locust(),
-                "-f",
-                str(LOCUSTFILE),
-                "--headless",
-                "-u",
-                str(users),
-                "-r",
-                str(users),
-                "-t",
-                f"{seconds}s",
-                "--host",
-                deployment.url,
-                "--csv",
-                str(prefix),
-                "--only-summary",
-                "--exit-code-on-error",
-                "1",
-                "--stop-timeout",
-                "5",
-            ]
+            command = locust_command(deployment.url, users, seconds, prefix, pinned=False)
             env = {**os.environ, "LOADTEST_WAIT": "0-0.2", "PYTHONWARNINGS": "ignore"}
             with (out / f"{topology}.log").open("wb") as log:
                 code = subprocess.run(  # noqa: S603 (our virtualenv's locust)
