@@ -25,7 +25,7 @@ export IDENTITY_BOOTSTRAP_ADMIN_PASSWORD ?= shopkata-admin
 	typecheck importlint clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -74,6 +74,8 @@ REPLICAS ?=
 DATABASE ?=
 PORT_OFFSET ?=
 SERVICE ?=
+# The control targets find `make up-services` by its topology, `make up STEP=n` by STEP.
+LAUNCHER_RUN = $(if $(STEP),--data kata,--topology $(TOPOLOGY))
 .PHONY: up-services services-status services-stop services-start services-restart services-down
 
 up-services: $(if $(compose_runtime),,keys) ## Every service + the gateway on :8000 (REPLICAS="catalog=2" DATABASE=postgres)
@@ -87,19 +89,43 @@ else
 endif
 
 services-status: $(STAMP) ## Processes of the running up-services: name, URL, pid, state
-	$(BIN)/python -m launcher status --topology $(TOPOLOGY)
+	$(BIN)/python -m launcher status $(LAUNCHER_RUN)
 
 services-stop: $(STAMP) ## Stop one service of up-services, the rest keep running (SERVICE=inventory)
-	$(BIN)/python -m launcher stop "$(SERVICE)" --topology $(TOPOLOGY)
+	$(BIN)/python -m launcher stop "$(SERVICE)" $(LAUNCHER_RUN)
 
 services-start: $(STAMP) ## Start a stopped service of up-services again (SERVICE=inventory)
-	$(BIN)/python -m launcher start "$(SERVICE)" --topology $(TOPOLOGY)
+	$(BIN)/python -m launcher start "$(SERVICE)" $(LAUNCHER_RUN)
 
 services-restart: $(STAMP) ## Restart one service of up-services and wait until ready (SERVICE=...)
-	$(BIN)/python -m launcher restart "$(SERVICE)" --topology $(TOPOLOGY)
+	$(BIN)/python -m launcher restart "$(SERVICE)" $(LAUNCHER_RUN)
 
 services-down: $(STAMP) ## Stop every process of up-services (like Ctrl-C in its terminal)
-	$(BIN)/python -m launcher down --topology $(TOPOLOGY)
+	$(BIN)/python -m launcher down $(LAUNCHER_RUN)
+
+# The kata (docs/kata/): step 0 the monolith alone ... step 6 the services. Every step runs
+# natively on :8000 on the same data (var/kata/, or shopkata_kata_<service> on PostgreSQL),
+# so the rows a step's context left the monolith with are moved, verified, before it starts.
+STEP ?=
+KATA_DATA_DIR ?= var/kata
+.PHONY: up kata-steps kata-migrate-data kata-branches kata-verify
+
+up: keys ## Run kata step STEP=0..6 on :8000, moving its data first (DATABASE=postgres)
+	$(BIN)/python -m kata up --step "$(STEP)" --port $(PORT) \
+		$(if $(DATABASE),--database "$(DATABASE)") $(if $(REPLICAS),--replicas "$(REPLICAS)")
+
+kata-steps: $(STAMP) ## List the kata's steps, their branches and topologies
+	$(BIN)/python -m kata steps
+
+kata-migrate-data: $(STAMP) ## Move step STEP's contexts' rows to their services (REVERSE=1 moves them back)
+	$(BIN)/python -m kata migrate-data --step "$(STEP)" $(if $(DATABASE),--database "$(DATABASE)") \
+		$(if $(REVERSE),--reverse) $(if $(REPLACE),--replace)
+
+kata-branches: $(STAMP) ## Create the local branches kata/00-monolith ... kata/06-services from HEAD
+	$(BIN)/python -m kata branches $(if $(FORCE),--force)
+
+kata-verify: $(STAMP) ## Check every kata branch: imports resolve, the step's contract suite passes
+	$(BIN)/python -m kata branches --verify
 
 # Benchmarks and load tests (docs/benchmarks.md). Native processes on 127.0.0.1, scratch
 # databases under bench/results/, ports away from :8000.
@@ -111,13 +137,16 @@ UI ?=
 LOADTEST_HOST = $(if $(findstring ://,$(HOST)),$(HOST),http://$(HOST):$(PORT))
 # WORKERS given on the command line (or environment) runs Locust as a master with n workers.
 LOADTEST_WORKERS = $(if $(filter command line environment,$(origin WORKERS)),$(WORKERS),0)
-.PHONY: bench bench-quick loadtest loadtest-smoke
+.PHONY: bench bench-quick bench-kata loadtest loadtest-smoke
 
 bench: $(STAMP) ## Full benchmark, monolith vs services: bench/results/<timestamp>/report.md
 	$(BIN)/python -m bench
 
 bench-quick: $(STAMP) ## Short benchmark for CI and demos (under 3 minutes)
 	$(BIN)/python -m bench --quick
+
+bench-kata: $(STAMP) ## Every kata step on a short ladder, side by side (about 7 minutes)
+	$(BIN)/python -m bench --quick --kata --only-steps
 
 loadtest: $(STAMP) ## Locust shopper against HOST (URL); UI=1 web UI, WORKERS=n distributed
 	$(BIN)/python -m bench.loadtest --host "$(LOADTEST_HOST)" --users $(USERS) \
@@ -140,12 +169,16 @@ typecheck: $(STAMP) ## mypy --strict
 importlint: $(STAMP) ## import-linter: contexts independent, kernel and contract suite clean
 	$(BIN)/lint-imports
 
-# The contract suite runs once per in-process topology: the monolith (in the first run,
-# its default target) and the services behind the gateway.
-CONTRACT_TARGETS := tests.targets:services
+# The contract suite runs once per in-process topology: the monolith (kata step 0, the first
+# run's default target) and the services (step 6); tests/kata/test_branches.py runs it against
+# every step on that step's own tree. On PostgreSQL, step 4 stands for the intermediate steps
+# (they differ in bindings, not SQL). A kata branch runs the targets its topologies allow.
+CONTRACT_TARGETS ?= $(if $(wildcard topologies/services.toml),tests.targets:services)
+PG_CONTRACT_TARGETS ?= $(if $(wildcard topologies/kata-04-*.toml),tests.targets:step_4) \
+	$(CONTRACT_TARGETS)
 
 pytest: $(STAMP) ## Every test tier on SQLite, the contract suite against every topology
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q $(PYTEST_ARGS)
 	@for target in $(CONTRACT_TARGETS); do \
 		echo "contract suite against $$target"; \
 		$(BIN)/pytest -q -p no:cacheprovider tests/contract --target $$target || exit 1; \
@@ -154,7 +187,8 @@ pytest: $(STAMP) ## Every test tier on SQLite, the contract suite against every 
 test: lint typecheck importlint pytest ## Everything: lint, types, boundaries, all tests (SQLite)
 
 test-postgres: ## Every test tier against the PostgreSQL server at PG_URL
-	TEST_DATABASE_URL=$(PG_URL) $(MAKE) --no-print-directory pytest
+	TEST_DATABASE_URL=$(PG_URL) $(MAKE) --no-print-directory pytest \
+		CONTRACT_TARGETS="$(PG_CONTRACT_TARGETS)" PYTEST_ARGS='-m "not once"'
 
 clean: ## Remove the virtualenvs, local databases and caches
 	rm -rf $(VENV) $(TOOLS) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

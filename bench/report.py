@@ -275,6 +275,112 @@ def capacity_projection(cpu_us: Mapping[str, float], rates: Sequence[int]) -> li
     return projection
 
 
+@dataclass(frozen=True)
+class KataStep:
+    """One kata step as the benchmark measured it: its shopper ladder and fixed-rate row."""
+
+    number: int
+    title: str
+    topology: str
+    """The name its steps carry in the results (``step-2``)."""
+    processes: int
+    best: Row | None
+    """The ladder's saturation row (:func:`saturation`); its CPU is the step's CPU/request."""
+    best_rps: float
+    """The ladder's best throughput."""
+    fixed: Row | None
+    """The fixed-rate row (the same rate for every step)."""
+
+    @property
+    def cpu_us(self) -> float:
+        return self.best.cpu_us_total if self.best is not None else math.nan
+
+    @property
+    def p50(self) -> float:
+        return self.fixed.p50 if self.fixed is not None else math.nan
+
+    @property
+    def failures(self) -> int:
+        return sum(row.failures for row in (self.best, self.fixed) if row is not None)
+
+
+def kata_steps(
+    rows: Sequence[Row],
+    steps: Sequence[tuple[int, str, str, int]],
+    *,
+    ladder: str = "shopper",
+    fixed: str = "half-load",
+) -> list[KataStep]:
+    """Per step (``(number, title, topology, processes)``, in order): the best throughput of
+    its ``ladder`` rows, the saturation row, and its ``fixed``-rate row."""
+    found = []
+    for number, title, topology, processes in steps:
+        ladder_rows = select(rows, topology, ladder)
+        found.append(
+            KataStep(
+                number=number,
+                title=title,
+                topology=topology,
+                processes=processes,
+                best=saturation(ladder_rows),
+                best_rps=max((row.rps for row in ladder_rows), default=math.nan),
+                fixed=next(iter(select(rows, topology, fixed)), None),
+            )
+        )
+    return found
+
+
+def kata_table(steps: Sequence[KataStep]) -> str:
+    """One line per step, each figure with its ratio to the step before (``x prev``)."""
+    lines = [
+        "| step | what | processes | req/s at saturation | x prev | p50 ms at the fixed rate"
+        " | x prev | CPU us/req at saturation | x prev | failed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    previous: KataStep | None = None
+    for step in steps:
+        users = f" ({step.best.users} users)" if step.best is not None else ""
+        fixed = f" ({_fmt(step.fixed.rps)} req/s)" if step.fixed is not None else ""
+
+        cells = [
+            str(step.number),
+            step.title,
+            str(step.processes),
+            _fmt(step.best_rps) + users,
+            _change(step.best_rps, previous.best_rps if previous else None),
+            _fmt(step.p50) + fixed,
+            _change(step.p50, previous.p50 if previous else None),
+            _fmt(step.cpu_us),
+            _change(step.cpu_us, previous.cpu_us if previous else None),
+            str(step.failures),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+        previous = step
+    return "\n".join(lines)
+
+
+def _change(value: float, before: float | None) -> str:
+    return "" if before is None else _fmt(ratio(value, before), 2)
+
+
+def kata_cpu_table(steps: Sequence[KataStep]) -> str:
+    """CPU microseconds per request by component at each step's saturation row."""
+    components = sorted(
+        {name for step in steps if step.best is not None for name in step.best.cpu_us},
+        # The monolith and the gateway first, then the services by name.
+        key=lambda name: ({"monolith": 0, "gateway": 1}.get(name, 2), name),
+    )
+    head = ["step", *components, "all"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for step in steps:
+        cpu = step.best.cpu_us if step.best is not None else {}
+        cells = [str(step.number)]
+        cells += [_fmt(cpu[name]) if name in cpu else "" for name in components]
+        cells.append(_fmt(step.cpu_us))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------- rendering
 
 
@@ -428,6 +534,33 @@ def plot(rows: Sequence[Row], out: Path, topologies: Sequence[str]) -> list[Path
     ax.legend(fontsize="small")
     written.append(_save(fig, out / "cpu_per_request.png"))
     return written
+
+
+def plot_kata(steps: Sequence[KataStep], out: Path) -> Path:
+    """One PNG: throughput at saturation and CPU per request (by component) per kata step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    labels = [str(step.number) for step in steps]
+    left.bar(labels, [step.best_rps for step in steps], color="C0")
+    left.set(xlabel="kata step", ylabel="requests/s", title="Shopper mix: throughput at saturation")
+    left.grid(alpha=0.3, axis="y")
+    components = sorted(
+        {name for step in steps if step.best is not None for name in step.best.cpu_us}
+    )
+    bottoms = [0.0] * len(steps)
+    for component in components:
+        values = [
+            step.best.cpu_us.get(component, 0.0) if step.best is not None else 0.0 for step in steps
+        ]
+        right.bar(labels, values, bottom=bottoms, label=component)
+        bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
+    right.set(xlabel="kata step", ylabel="server CPU us/request", title="CPU per request")
+    right.legend(fontsize="small")
+    return _save(fig, out / "kata_steps.png")
 
 
 def _save(fig: object, path: Path) -> Path:

@@ -6,7 +6,9 @@ then steps Locust (closed loop, no think time) through a ladder of user counts, 
 Servers are pinned to CPU 0 and Locust to CPU 1 when the machine has two or more CPUs.
 Every step records Locust's CSVs and the CPU seconds of every server process, by component.
 Then come the reference ceilings (``/healthz``; ``GET /products/{id}`` straight to catalog
-against through the gateway) and, in the full run, the scaling comparison. The report
+against through the gateway) and, in the full run, the scaling comparison. With ``--kata``
+(or ``--steps 1,2,4``) the same shopper ladder and fixed-rate step also run against the
+topology of each step of the kata (``kata.steps``), one after the other. The report
 (``report.md``, PNG plots, ``steps.json``) goes to ``bench/results/<timestamp>/``.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -33,7 +36,8 @@ import httpx2
 
 from bench import procs
 from bench import report as rep
-from launcher import Launcher, Timeouts, topologies
+from kata import steps as kata
+from launcher import Launcher, LauncherError, Timeouts, topologies
 from shop.identity.tokens import generate_private_key_pem
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +65,18 @@ class Plan:
     reference_repeats: int = 2
     scaling: bool = True
     hot_replicas: str = "catalog=2"
+    step_ladder: tuple[int, ...] | None = None
+    """The ladder of each kata step (None: the same as ``ladder``)."""
+    step_seconds: int | None = None
+    """Length of each kata step's runs (None: ``seconds``)."""
+
+    @property
+    def kata_ladder(self) -> tuple[int, ...]:
+        return self.step_ladder or self.ladder
+
+    @property
+    def kata_seconds(self) -> int:
+        return self.step_seconds or self.seconds
 
 
 FULL = Plan(
@@ -75,7 +91,11 @@ QUICK = Plan(
     reference_seconds=5,
     reference_repeats=1,
     scaling=False,
+    step_ladder=(8,),
+    step_seconds=6,
 )
+START_ATTEMPTS = 3
+"""Starts of one topology tried when another program takes one of its ports meanwhile."""
 
 
 def say(text: str) -> None:
@@ -193,35 +213,98 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def entry_url(launcher: Launcher) -> str:
+    """Where clients go: the gateway, or the one service of a topology without a gateway."""
+    if launcher.gateway_url is not None:
+        return launcher.gateway_url
+    names = list(launcher.topology.services)
+    if len(names) != 1:
+        raise RuntimeError(f"{launcher.topology.name}: no gateway and {len(names)} services")
+    return launcher.urls[names[0]][0]
+
+
+def seed_over_http(url: str, plan: Plan, env: Mapping[str, str], log_file: Path) -> None:
+    """``python -m loadtests.seed`` against ``url`` (the admin comes from ``env``)."""
+    started = time.monotonic()
+    command = [sys.executable, "-m", "loadtests.seed", "--base-url", url]
+    command += ["--products", str(plan.products)]
+    with log_file.open("wb") as log:
+        result = subprocess.run(  # noqa: S603 (our interpreter, our module)
+            command,
+            cwd=REPO,
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+            check=False,
+        )
+    if result.returncode:
+        tail = "\n".join(log_file.read_text(errors="replace").splitlines()[-20:])
+        raise RuntimeError(f"seeding {url} failed ({result.returncode}):\n{tail}")
+    say(f"seeded {plan.products} products through {url} ({time.monotonic() - started:.1f} s)")
+
+
 @contextlib.contextmanager
-def services(out: Path, plan: Plan, *, replicas: str = "") -> Iterator[Deployment]:
-    """The services topology behind the gateway, by the launcher, seeded over HTTP."""
-    label = "services" + (f"-{replicas.replace('=', '')}" if replicas else "")
+def launched(
+    out: Path, plan: Plan, topology_file: Path, label: str, *, replicas: str = ""
+) -> Iterator[Deployment]:
+    """A topology started by the launcher on free ports, seeded over HTTP through its entry
+    (the gateway, or the monolith alone at kata step 0); every process stopped afterwards."""
     scratch = out / "scratch" / label
     scratch.mkdir(parents=True, exist_ok=True)
     key_file = scratch / "signing-key.pem"
     key_file.write_text(generate_private_key_pem())
-    topology = topologies.resolve(REPO / "topologies" / "services.toml", replicas=replicas)
-    topology = topologies.relocate(topology, offset=topologies.free_port_offset(topology))
-    databases = {name: f"sqlite+aiosqlite:///{scratch / name}.db" for name in topology.services}
-    launcher = Launcher(
-        topology,
-        databases=databases,
-        run_dir=scratch / "run",
-        env=server_env(scratch, key_file),
-        cwd=REPO,
-        timeouts=Timeouts(migrate=120, ready=60, stop=10, seed=600),
-        progress=lambda line: say(f"services: {line}"),
-    )
+    env = server_env(scratch, key_file)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        topology = topologies.resolve(topology_file, replicas=replicas)
+        topology = topologies.relocate(topology, offset=topologies.free_port_offset(topology))
+        databases = {name: f"sqlite+aiosqlite:///{scratch / name}.db" for name in topology.services}
+        launcher = Launcher(
+            topology,
+            databases=databases,
+            run_dir=scratch / "run",
+            env=env,
+            cwd=REPO,
+            timeouts=Timeouts(migrate=120, ready=60, stop=10, seed=600),
+            progress=lambda line: say(f"{label}: {line}"),
+        )
+        try:
+            launcher.start_all()
+            break
+        except LauncherError as exc:
+            # The machine is shared: a port found free may be taken before it is bound.
+            if "already in use" not in str(exc) or attempt == START_ATTEMPTS:
+                raise
+            say(f"{label}: a port was taken meanwhile; starting again on other ports")
     try:
-        launcher.start_all()
-        launcher.seed(["--products", str(plan.products)])
-        assert launcher.gateway_url is not None
-        deployment = Deployment(label, launcher.gateway_url, launcher.pids)
-        deployment.extra_urls["catalog"] = launcher.urls["catalog"][0]
+        url = entry_url(launcher)
+        seed_over_http(url, plan, env, scratch / "seed.log")
+        deployment = Deployment(label, url, launcher.pids)
+        if "catalog" in launcher.urls:
+            deployment.extra_urls["catalog"] = launcher.urls["catalog"][0]
         yield deployment
     finally:
         launcher.stop_all()
+
+
+@contextlib.contextmanager
+def services(out: Path, plan: Plan, *, replicas: str = "") -> Iterator[Deployment]:
+    """The services topology behind the gateway, by the launcher, seeded over HTTP."""
+    label = "services" + (f"-{replicas.replace('=', '')}" if replicas else "")
+    with launched(out, plan, REPO / "topologies" / "services.toml", label, replicas=replicas) as d:
+        yield d
+
+
+def step_label(number: int) -> str:
+    """The topology name a kata step's runs carry in the results."""
+    return f"step-{number}"
+
+
+@contextlib.contextmanager
+def kata_step(out: Path, plan: Plan, step: kata.Step) -> Iterator[Deployment]:
+    """The topology of one kata step (``kata.steps``), started and seeded like the services."""
+    with launched(out, plan, REPO / step.topology, step_label(step.number)) as deployment:
+        yield deployment
 
 
 def locust_command(host: str, users: int, seconds: int, prefix: Path, *, pinned: bool) -> list[str]:
@@ -262,6 +345,8 @@ class Bench:
     steps: list[rep.Step] = field(default_factory=list)
     memory: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    processes: dict[str, int] = field(default_factory=dict)
+    """Server processes of each deployment measured."""
 
     def locust(
         self,
@@ -332,28 +417,34 @@ class Bench:
             self.failures.append(f"{prefix.name}: {step.failures} failed, exit {result.returncode}")
         return step
 
-    def prepare(self, deployment: Deployment) -> None:
+    def prepare(self, deployment: Deployment, ladder: Sequence[int] | None = None) -> None:
+        self.processes[deployment.name] = sum(len(pids) for pids in deployment.groups.values())
         if self.pinned:
             procs.pin([pid for pids in deployment.pids().values() for pid in pids], SERVER_CPUS)
         say(f"{deployment.name}: warming up ({self.plan.warmup_seconds} s)")
         self.locust(
             deployment,
             scenario="shopper",
-            users=max(self.plan.ladder) // 2 or 1,
+            users=max(ladder or self.plan.ladder) // 2 or 1,
             seconds=self.plan.warmup_seconds,
             repeat=0,
             label="warmup",
             record=False,
         )
 
-    def ladder(self, deployment: Deployment) -> None:
+    def ladder(
+        self,
+        deployment: Deployment,
+        ladder: Sequence[int] | None = None,
+        seconds: int | None = None,
+    ) -> None:
         for repeat in range(1, self.plan.repeats + 1):
-            for users in self.plan.ladder:
+            for users in ladder or self.plan.ladder:
                 self.locust(
                     deployment,
                     scenario="shopper",
                     users=users,
-                    seconds=self.plan.seconds,
+                    seconds=seconds or self.plan.seconds,
                     repeat=repeat,
                 )
 
@@ -371,14 +462,14 @@ class Bench:
                     label=label,
                 )
 
-    def fixed_rate(self, deployment: Deployment, rate: float) -> None:
+    def fixed_rate(self, deployment: Deployment, rate: float, seconds: int | None = None) -> None:
         """The shopper mix at a fixed total rate (tasks/s) over HALF_LOAD_USERS users."""
         for repeat in range(1, self.plan.reference_repeats + 1):
             self.locust(
                 deployment,
                 scenario="shopper",
                 users=HALF_LOAD_USERS,
-                seconds=self.plan.seconds,
+                seconds=seconds or self.plan.seconds,
                 repeat=repeat,
                 label=HALF_LOAD,
                 wait=f"rate:{rate / HALF_LOAD_USERS:.4f}",
@@ -386,6 +477,75 @@ class Bench:
 
     def remember_memory(self, deployment: Deployment) -> None:
         self.memory[deployment.name] = deployment.peak_rss_mib()
+
+    def best_rps(self, topology: str) -> float:
+        return max(
+            (s.rps for s in self.steps if s.topology == topology and s.scenario == "shopper"),
+            default=0.0,
+        )
+
+    def kata(
+        self,
+        steps: Sequence[kata.Step],
+        half_rate: float | None,
+        measured: Mapping[int, str] | None = None,
+    ) -> list[KataRun]:
+        """Each step's topology in turn: warm-up, the step ladder, the fixed-rate run.
+
+        The fixed rate is ``half_rate`` (half the monolith's best, from the comparison) or,
+        without one, half the best throughput of the first step measured here. ``measured``
+        maps a step to a deployment already measured in this run with the same ladder and
+        rate (step 0 is the monolith, step 6 the services): its runs are reused, not repeated.
+        """
+        runs = []
+        ladder, seconds = self.plan.kata_ladder, self.plan.kata_seconds
+        for step in steps:
+            label = step_label(step.number)
+            source = (measured or {}).get(step.number)
+            if source is not None:
+                say(f"kata step {step.number}: the {source} runs above measured it already")
+                self.steps.extend(
+                    dataclasses.replace(run, topology=label)
+                    for run in list(self.steps)
+                    if run.topology == source and run.scenario in ("shopper", HALF_LOAD)
+                )
+                self.processes[label] = self.processes[source]
+                runs.append(
+                    KataRun(step.number, step.title, label, self.processes[label], reused=True)
+                )
+                continue
+            say(f"kata step {step.number}: {step.title} ({step.topology})")
+            try:
+                with kata_step(self.out, self.plan, step) as deployment:
+                    self.prepare(deployment, ladder)
+                    self.ladder(deployment, ladder, seconds)
+                    if half_rate is None:
+                        half_rate = self.best_rps(deployment.name) / 2
+                        say(
+                            f"kata: the fixed rate is half of step {step.number}'s best,"
+                            f" {half_rate:,.0f} req/s"
+                        )
+                    self.fixed_rate(deployment, half_rate, seconds)
+                    self.remember_memory(deployment)
+            except (LauncherError, RuntimeError, subprocess.SubprocessError) as exc:
+                # One step that cannot start (or run) does not cost the other steps' figures.
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                say(f"kata step {step.number} failed: {exc}")
+                self.failures.append(f"kata step {step.number}: {first}")
+            runs.append(KataRun(step.number, step.title, label, self.processes.get(label, 0)))
+        return runs
+
+
+@dataclass(frozen=True)
+class KataRun:
+    """A kata step that ran: what the report needs besides its Locust steps."""
+
+    number: int
+    title: str
+    topology: str
+    processes: int
+    reused: bool = False
+    """Its runs are those of the comparison's monolith or services, not runs of its own."""
 
 
 def machine(plan: Plan, pinned: bool) -> dict[str, str]:
@@ -417,22 +577,50 @@ def machine(plan: Plan, pinned: bool) -> dict[str, str]:
     }
 
 
-def write_report(bench: Bench, info: Mapping[str, str], started: float, load: str) -> str:
+def kata_settings(plan: Plan) -> str:
+    return (
+        f"ladder {list(plan.kata_ladder)} users x {plan.kata_seconds} s x {plan.repeats}"
+        f" repeat(s), then the fixed rate ({HALF_LOAD_USERS} users) x {plan.kata_seconds} s x"
+        f" {plan.reference_repeats}; warm-up {plan.warmup_seconds} s; {plan.products} products"
+    )
+
+
+def write_report(
+    bench: Bench,
+    info: Mapping[str, str],
+    started: float,
+    load: str,
+    kata_runs: Sequence[KataRun] = (),
+) -> str:
     rows = rep.summarise(bench.steps)
-    mono = rep.select(rows, "monolith", "shopper")
-    serv = rep.select(rows, "services", "shopper")
+    # The targets compare the monolith with the services; with the kata steps alone, step 0
+    # (the monolith) with step 6 (the services).
+    pair = ("monolith", "services")
+    if not rep.select(rows, "monolith", "shopper"):
+        pair = (step_label(kata.STEPS[0].number), step_label(kata.LAST))
+    mono = rep.select(rows, pair[0], "shopper")
+    serv = rep.select(rows, pair[1], "shopper")
     direct = next(iter(rep.select(rows, "services", "product-catalog")), None)
     via = next(iter(rep.select(rows, "services", "product-gateway")), None)
-    failures = sum(row.failures for row in rows)
+    kata_names = {run.topology for run in kata_runs}
+    reused = {run.topology for run in kata_runs if run.reused}
+    failures = sum(row.failures for row in rows if row.topology not in reused)
     half = (
-        next(iter(rep.select(rows, "monolith", HALF_LOAD)), None),
-        next(iter(rep.select(rows, "services", HALF_LOAD)), None),
+        next(iter(rep.select(rows, pair[0], HALF_LOAD)), None),
+        next(iter(rep.select(rows, pair[1], HALF_LOAD)), None),
     )
     targets = rep.evaluate_targets(
         mono, serv, direct=direct, via_gateway=via, failures=failures, half_load=half
     )
-    plots = rep.plot(rows, bench.out, ["monolith", "services"])
-    reference = [row for row in rows if row.scenario not in ("shopper",)]
+    plots = rep.plot(rows, bench.out, list(pair)) if mono or serv else []
+    kata_figures = rep.kata_steps(
+        rows, [(run.number, run.title, run.topology, run.processes) for run in kata_runs]
+    )
+    if kata_figures:
+        plots.append(rep.plot_kata(kata_figures, bench.out))
+    reference = [
+        row for row in rows if row.scenario not in ("shopper",) and row.topology not in kata_names
+    ]
     parts = [
         f"# Shopper benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
@@ -458,8 +646,33 @@ def write_report(bench: Bench, info: Mapping[str, str], started: float, load: st
         ladder = rep.select(rows, topology, "shopper")
         if ladder:
             parts += [f"## {topology}: shopper mix", "", rep.ladder_table(ladder), ""]
-    if mono and serv:
+    if mono and serv and pair == ("monolith", "services"):
         parts += ["## services / monolith", "", rep.ratio_table(mono, serv), ""]
+    if kata_figures:
+        fixed = next((step.fixed for step in kata_figures if step.fixed is not None), None)
+        rate = f"{fixed.rps:,.0f} req/s achieved at step {kata_figures[0].number}" if fixed else ""
+        parts += [
+            "## kata steps",
+            "",
+            "Each step of the kata (`python -m kata steps`) as its own topology, started,"
+            " seeded and measured like the services: " + kata_settings(bench.plan) + "."
+            " Throughput and CPU are taken at the step's saturation (the first ladder level"
+            " within 5% of its best); p50 at the same fixed rate for every step (half the"
+            " monolith's best throughput: the comparison's, or without it the first step's;"
+            f" {rate}). `x prev` is the ratio to the step before.",
+            "",
+            rep.kata_table(kata_figures),
+            "",
+            "Server CPU microseconds per request by process group, at saturation:",
+            "",
+            rep.kata_cpu_table(kata_figures),
+            "",
+        ]
+        for step in kata_figures:
+            ladder = rep.select(rows, step.topology, "shopper")
+            if len(ladder) > 1:
+                parts += [f"### step {step.number}: shopper ladder", "", rep.ladder_table(ladder)]
+                parts.append("")
     if reference:
         parts += [
             "## Reference ceilings and scaling",
@@ -473,7 +686,7 @@ def write_report(bench: Bench, info: Mapping[str, str], started: float, load: st
             rep.reference_table(reference),
             "",
         ]
-    for topology in ("monolith", "services"):
+    for topology in pair:
         top = rep.saturation(rep.select(rows, topology, "shopper"))
         if top is None:
             continue
@@ -507,6 +720,9 @@ def write_report(bench: Bench, info: Mapping[str, str], started: float, load: st
         ladder = rep.select(rows, topology, "shopper")
         if ladder:
             summary += [f"\n{topology}:", rep.ladder_table(ladder)]
+    if kata_figures:
+        summary += ["\nkata steps:", rep.kata_table(kata_figures)]
+        summary += ["", rep.kata_cpu_table(kata_figures)]
     return "\n".join(summary)
 
 
@@ -520,15 +736,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling comparison")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<ts>)")
+    kata_options = parser.add_argument_group(
+        "kata steps", "the same ladder against the topology of each step of the kata"
+    )
+    kata_options.add_argument("--kata", action="store_true", help="every step, 0 to 6")
+    kata_options.add_argument("--steps", help="some steps: 1,2,4 or 2-5")
+    kata_options.add_argument(
+        "--only-steps",
+        action="store_true",
+        help="skip the monolith/services comparison (its targets then compare step 0 and 6)",
+    )
+    kata_options.add_argument(
+        "--step-users", help="the steps' ladder (default: the ladder; --quick: 8)"
+    )
+    kata_options.add_argument(
+        "--step-seconds", type=int, help="length of each step run (default: --seconds; quick: 6)"
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     overrides: dict[str, object] = {}
-    if args.users:
-        overrides["ladder"] = tuple(int(u) for u in args.users.split(","))
-    for name in ("seconds", "repeats", "products"):
+    try:
+        if args.users:
+            overrides["ladder"] = parse_users(args.users)
+        if args.step_users:
+            overrides["step_ladder"] = parse_users(args.step_users)
+        chosen = parse_steps(args.steps) if args.steps else []
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.kata:
+        chosen = list(kata.STEPS)
+    if args.only_steps and not chosen:
+        parser.error("--only-steps needs --kata or --steps")
+    for name in ("seconds", "repeats", "products", "step_seconds"):
         if getattr(args, name):
             overrides[name] = getattr(args, name)
-    if args.no_scaling:
+    if args.no_scaling or args.only_steps:
         overrides["scaling"] = False
     if overrides:
         plan = Plan(**{**asdict(plan), **overrides})
@@ -536,11 +778,61 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     pinned = not args.no_pin and (os.cpu_count() or 1) >= 2
     info = machine(plan, pinned)
+    if chosen:
+        info["kata steps"] = (
+            ", ".join(str(step.number) for step in chosen) + "; " + kata_settings(plan)
+        )
     started = time.monotonic()
     load = procs.load_average()
     say(f"results in {out}; {info['cpu']}; pinning: {info['pinning']}")
     bench = Bench(out, plan, pinned)
 
+    half_rate = None if args.only_steps else compare(bench)
+    kata_runs: list[KataRun] = []
+    if chosen:
+        same = plan.kata_ladder == plan.ladder and plan.kata_seconds == plan.seconds
+        measured = {0: "monolith", kata.LAST: "services"} if same and half_rate else {}
+        kata_runs = bench.kata(chosen, half_rate, measured)
+
+    summary = write_report(bench, info, started, load, kata_runs)
+    say(f"done in {time.monotonic() - started:.0f} s; report {out / 'report.md'}")
+    print(summary, flush=True)
+    if bench.failures:
+        say("runs with failed requests: " + "; ".join(bench.failures))
+        return 1
+    return 0
+
+
+def parse_users(text: str) -> tuple[int, ...]:
+    """``8,16,32`` as a ladder of user counts."""
+    try:
+        users = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"user counts are whole numbers, comma-separated: {text!r}") from None
+    if not users or min(users) < 1:
+        raise ValueError(f"user counts must be 1 or more: {text!r}")
+    return users
+
+
+def parse_steps(text: str) -> list[kata.Step]:
+    """``1,2,4``, ``2-5`` or ``all`` as kata steps, in order, each once."""
+    if text.strip() == "all":
+        return list(kata.STEPS)
+    numbers: set[int] = set()
+    for part in text.split(","):
+        low, dash, high = part.strip().partition("-")
+        first = kata.step(low).number
+        last = kata.step(high).number if dash else first
+        if last < first:
+            raise ValueError(f"a range of steps goes up: {part.strip()!r}")
+        numbers.update(range(first, last + 1))
+    return [kata.STEPS[number] for number in sorted(numbers)]
+
+
+def compare(bench: Bench) -> float:
+    """The monolith against the services (and, in the full run, scaling); returns the
+    fixed rate: half the monolith's best throughput."""
+    out, plan = bench.out, bench.plan
     with monolith(out, plan) as mono:
         bench.prepare(mono)
         bench.ladder(mono)
@@ -578,11 +870,4 @@ def main(argv: list[str] | None = None) -> int:
             bench.prepare(workers)
             bench.reference(workers, [(f"scaling-{count}proc", "shopper", workers.url)])
             bench.remember_memory(workers)
-
-    summary = write_report(bench, info, started, load)
-    say(f"done in {time.monotonic() - started:.0f} s; report {out / 'report.md'}")
-    print(summary, flush=True)
-    if bench.failures:
-        say("runs with failed requests: " + "; ".join(bench.failures))
-        return 1
-    return 0
+    return half_rate

@@ -2,15 +2,20 @@
 
 python -m launcher up [--topology topologies/services.toml] [--replicas catalog=2]
                       [--port 8000] [--port-offset 0] [--database sqlite|postgres|URL]
-                      [--no-seed]
+                      [--data NAME] [--no-seed]
     migrate each service's own database, start every service and the gateway, wait until
-    every /readyz answers, seed through the gateway, print the URLs; Ctrl-C (or SIGTERM, or
-    `python -m launcher down`) stops every process it started.
+    every /readyz answers, seed through the gateway (or, in a topology without a gateway,
+    through the service that serves identity, catalog and inventory), print the URLs;
+    Ctrl-C (or SIGTERM, or `python -m launcher down`) stops every process it started.
+    --data NAME (default: the topology's name) names where the run keeps its files and
+    databases: var/NAME/<service>.db (or PostgreSQL databases shopkata_NAME_<service>),
+    var/NAME/logs/ and the control socket var/run/launcher-NAME.sock. Several topologies
+    run on the same data with the same NAME: every kata step uses --data kata.
 
 python -m launcher status | down
 python -m launcher start | stop | restart <service | service-i | gateway>
-    act on the running `up` through its control socket, var/run/launcher-<topology>.sock
-    (found on its own when one `up` runs; otherwise pass --topology or --socket).
+    act on the running `up` through its control socket, var/run/launcher-<data>.sock
+    (found on its own when one `up` runs; otherwise pass --data, --topology or --socket).
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from types import FrameType
 
 from launcher import databases, topologies
 from launcher.control import RUN_DIR, ControlError, ControlServer, request, socket_path
-from launcher.core import DEFAULT_GATEWAY_APP, GATEWAY, Launcher, LauncherError
-from launcher.databases import DatabaseSetupError
+from launcher.core import DEFAULT_GATEWAY_APP, Launcher, LauncherError
+from launcher.databases import DatabaseSetupError, check_data_name
 from shop.kernel.topology import DEFAULT_TOPOLOGY, Topology, TopologyError
 
 DEFAULT_KEY_FILE = "var/keys/jwt-ed25519.pem"
@@ -52,26 +57,45 @@ def _ensure_signing_key(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "monolith", "keygen"], env=env, check=True, timeout=60)
 
 
-def _database_urls(topology: Topology, choice: str, run_dir: Path) -> tuple[dict[str, str], str]:
+def _database_urls(topology: Topology, choice: str, data: str) -> tuple[dict[str, str], str]:
+    urls = databases.service_urls(data, topology.services, choice)
     server = databases.server_url(choice)
-    if server is None:
-        return databases.sqlite_urls(topology, run_dir), f"sqlite: {run_dir}/<service>.db"
-    urls = databases.postgres_urls(topology, server)
-    created = databases.ensure_postgres_databases(server, urls)
-    if created:
-        _say(f"created PostgreSQL databases {', '.join(created)}")
-    names = databases.database_name(topology, "service").removesuffix("service") + "<service>"
-    return urls, f"postgresql: {names} on {server.rsplit('@', 1)[-1]}"
+    if server is not None:
+        created = databases.ensure_postgres_databases(server, urls)
+        if created:
+            _say(f"created PostgreSQL databases {', '.join(created)}")
+    return urls, databases.describe(data, choice)
+
+
+def _resolve(args: argparse.Namespace) -> Topology:
+    """The topology file with replicas and ports applied.
+
+    ``--port`` is where clients connect: the gateway's port, or in a topology without a
+    gateway the port of its one service (the monolith of the kata's step 0).
+    """
+    topology = topologies.resolve(args.topology, replicas=args.replicas, offset=args.port_offset)
+    if args.port is None:
+        return topology
+    if topology.gateway_port is not None:
+        return topologies.relocate(topology, gateway_port=args.port)
+    if len(topology.services) == 1:
+        (spec,) = topology.services.values()
+        return topologies.relocate(topology, offset=args.port - spec.port)
+    raise TopologyError(
+        f"{topology.name} has no gateway and {len(topology.services)} services: --port has"
+        " nothing to move; use --port-offset"
+    )
 
 
 def _summary(launcher: Launcher, database_text: str, control: Path) -> None:
     rows: list[tuple[str, str, str]] = []
     by_url = {info.url: info for info in launcher.processes()}
+    entry = launcher.entry_url
     for group, urls in launcher.urls.items():
         for index, url in enumerate(urls):
             rows.append((group if index == 0 else "", url, f"pid {by_url[url].pid}"))
-        if group == GATEWAY:
-            rows.append(("docs", f"{urls[0]}/docs", ""))
+            if url == entry:
+                rows.append(("docs", f"{url}/docs", ""))
     admin = os.environ.get("IDENTITY_BOOTSTRAP_ADMIN_EMAIL")
     password = os.environ.get("IDENTITY_BOOTSTRAP_ADMIN_PASSWORD")
     _say("")
@@ -90,13 +114,16 @@ def _summary(launcher: Launcher, database_text: str, control: Path) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
-    topology = topologies.resolve(
-        args.topology, replicas=args.replicas, offset=args.port_offset, gateway_port=args.port
-    )
-    run_dir = Path("var") / topology.name
+    topology = _resolve(args)
+    try:
+        data = check_data_name(args.data or topology.name)
+    except ValueError as exc:
+        hint = "" if args.data else f" (the topology's name {topology.name!r}); pass --data NAME"
+        raise ValueError(f"{exc}{hint}") from exc
+    run_dir = databases.data_dir(data)
     env = dict(os.environ)
     _ensure_signing_key(env)
-    urls, database_text = _database_urls(topology, args.database, run_dir)
+    urls, database_text = _database_urls(topology, args.database, data)
     launcher = Launcher(
         topology,
         databases=urls,
@@ -106,7 +133,7 @@ def _up(args: argparse.Namespace) -> int:
         progress=_say,
     )
     down = threading.Event()
-    where = Path(args.socket) if args.socket else socket_path(topology.name)
+    where = Path(args.socket) if args.socket else socket_path(data)
     control = ControlServer(launcher, where, on_down=down.set)
 
     def terminate(signum: int, _frame: FrameType | None) -> None:
@@ -151,6 +178,8 @@ def _up(args: argparse.Namespace) -> int:
 def _find_socket(args: argparse.Namespace) -> Path:
     if args.socket:
         return Path(args.socket)
+    if args.data:
+        return socket_path(check_data_name(args.data))
     if args.topology:
         try:
             data = tomllib.loads(Path(args.topology).read_text(encoding="utf-8"))
@@ -197,7 +226,13 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help="replica counts on top of the file (and SHOP_REPLICAS), e.g. catalog=2,orders=2",
     )
-    up.add_argument("--port", type=int, default=None, help="the gateway's port (default: file)")
+    up.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="where clients connect: the gateway's port, or the one service's in a topology"
+        " without a gateway (default: the file's)",
+    )
     up.add_argument(
         "--port-offset", type=int, default=0, help="add this to every port of the topology"
     )
@@ -206,11 +241,19 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("SHOP_DATABASE", "sqlite"),
         help="sqlite (default), postgres, or a postgresql:// server URL (env SHOP_DATABASE)",
     )
+    up.add_argument(
+        "--data",
+        default=None,
+        metavar="NAME",
+        help="where the run's databases, logs and control socket are: var/NAME/<service>.db"
+        " or shopkata_NAME_<service>, var/run/launcher-NAME.sock (default: the topology's"
+        " name; every kata step uses 'kata', so they share the same data)",
+    )
     up.add_argument("--no-seed", action="store_true", help="do not load the demo catalog")
     up.add_argument(
         "--socket",
         default=None,
-        help="control socket (default var/run/launcher-<topology>.sock)",
+        help="control socket (default var/run/launcher-<data>.sock)",
     )
     up.add_argument(
         "--gateway-app",
@@ -228,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         if name in {"start", "stop", "restart"}:
             command.add_argument("target", help="service name, replica (catalog-1) or gateway")
         command.add_argument("--topology", default=None, help="the topology `up` runs")
+        command.add_argument("--data", default=None, help="the --data NAME `up` was given")
         command.add_argument("--socket", default=None, help="the control socket of `up`")
     args = parser.parse_args(argv)
     try:

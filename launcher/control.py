@@ -41,9 +41,10 @@ class ControlError(RuntimeError):
     """The control socket is missing, refused the request or answered an error."""
 
 
-def socket_path(topology_name: str, run_dir: Path = RUN_DIR) -> Path:
-    """Where ``up`` of a topology listens: ``var/run/launcher-<topology>.sock``."""
-    return run_dir / f"launcher-{topology_name}.sock"
+def socket_path(data_name: str, run_dir: Path = RUN_DIR) -> Path:
+    """Where ``up`` listens: ``var/run/launcher-<data>.sock`` (data: ``--data``, by default
+    the topology's name)."""
+    return run_dir / f"launcher-{data_name}.sock"
 
 
 def _processes(launcher: Launcher) -> list[dict[str, Any]]:

@@ -29,6 +29,8 @@ GATEWAY = "gateway"
 DEFAULT_GATEWAY_APP = "gateway.app:create_app"
 LOG_TAIL_LINES = 40
 INTERNAL_TOKEN_ENV = "SHOP_INTERNAL_TOKEN"  # noqa: S105 (the name of a variable)
+SEED_CONTEXTS = ("identity", "catalog", "inventory")
+"""What the demo seed talks to: a login, categories and products, stock."""
 
 Progress = Callable[[str], None]
 
@@ -189,6 +191,22 @@ class Launcher:
         return self._plan.gateway.url if self._plan.gateway else None
 
     @property
+    def entry_url(self) -> str | None:
+        """Where clients go: the gateway, or, in a topology without one (the kata's step 0),
+        the first replica of the one service that serves identity, catalog and inventory
+        (what the seed needs). None when there is neither."""
+        if self._plan.gateway:
+            return self._plan.gateway.url
+        serving = [
+            name
+            for name, spec in self.topology.services.items()
+            if set(SEED_CONTEXTS) <= set(spec.contexts)
+        ]
+        if len(serving) != 1:
+            return None
+        return self._plan.services[serving[0]][0].url
+
+    @property
     def urls(self) -> dict[str, list[str]]:
         """Base URLs by process group: ``gateway`` first, then each service's replicas."""
         urls: dict[str, list[str]] = {}
@@ -330,10 +348,16 @@ class Launcher:
             self._stop([proc for replicas in self._plan.services.values() for proc in replicas])
 
     def seed(self, arguments: Sequence[str] = ("--if-empty",)) -> None:
-        """Run ``python -m loadtests.seed`` against the gateway, printing its progress."""
-        if self.gateway_url is None:
-            raise LauncherError(f"{self.topology.name} has no gateway to seed through")
-        command = [self.python, "-m", "loadtests.seed", "--base-url", self.gateway_url]
+        """Run ``python -m loadtests.seed`` against :attr:`entry_url` (the gateway, or the
+        service that serves identity, catalog and inventory), printing its progress."""
+        entry = self.entry_url
+        if entry is None:
+            raise LauncherError(
+                f"{self.topology.name} has no gateway, and no single service serves"
+                f" {', '.join(SEED_CONTEXTS)}: there is nothing to seed the demo catalog"
+                " through (pass --no-seed)"
+            )
+        command = [self.python, "-m", "loadtests.seed", "--base-url", entry]
         command += list(arguments)
         process = subprocess.Popen(  # noqa: S603 (our interpreter, our module)
             command,

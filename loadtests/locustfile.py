@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from locust import FastHttpUser, between, constant, constant_throughput, task
+from locust.exception import StopUser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
 
@@ -54,6 +55,7 @@ ADDRESS = {
 SORTS = ["id", "name", "-name", "price", "-price", "newest"]
 SEARCH_WORDS = [*MATERIALS, *NOUNS]
 BROWSE_PAGES = 5
+SETTLE_ATTEMPTS = 3  # resends of a cart write that failed with 5xx
 """Browsing looks at the first few pages of a category (50 products at 20 a page)."""
 
 
@@ -117,19 +119,44 @@ class ShopperUser(_ShopUser):
                 response,
                 checks.check_registered(response.status_code, _body(response), email=email),
             )
-        form = urlencode({"username": email, "password": PASSWORD})
-        with self.client.post(
-            "/auth/token",
-            data=form,
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-            name="/auth/token",
-            catch_response=True,
-        ) as response:
-            payload = _body(response)
-            if self.check(response, checks.check_token(response.status_code, payload)):
-                self.token = payload["access_token"]
+            # A 5xx leaves the account's creation unknown: it may still land.
+            unknown = response.status_code >= 500 or response.status_code == 0
+        self._sign_in(email, body, registration_unknown=unknown)
         self.categories()
         self.browse()
+
+    def _sign_in(self, email: str, body: dict[str, str], *, registration_unknown: bool) -> None:
+        """Log in; after a registration whose outcome is unknown, register again first when
+        the login says the account does not exist (201 or 409 both mean it exists now). A
+        shopper that cannot sign in stops, instead of sending every request without a token."""
+        form = urlencode({"username": email, "password": PASSWORD})
+        for _ in range(SETTLE_ATTEMPTS):
+            with self.client.post(
+                "/auth/token",
+                data=form,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+                name="/auth/token",
+                catch_response=True,
+            ) as response:
+                payload = _body(response)
+                if registration_unknown and response.status_code == 401:
+                    response.success()  # right answer: the account is not there (yet)
+                elif self.check(response, checks.check_token(response.status_code, payload)):
+                    self.token = payload["access_token"]
+                    return
+                elif response.status_code < 500:
+                    break
+            if registration_unknown:
+                with self.client.post(
+                    "/auth/register",
+                    json=body,
+                    name="/auth/register retry",
+                    catch_response=True,
+                ) as response:
+                    if response.status_code in (201, 409):
+                        response.success()
+                        registration_unknown = False
+        raise StopUser
 
     @property
     def auth(self) -> dict[str, str]:
@@ -218,7 +245,7 @@ class ShopperUser(_ShopUser):
             if self.check(response, reason):
                 self.cart[product_id] = quantity
             elif response.status_code >= 500:
-                self._resync_cart()
+                self._settle("PUT", product_id, quantity)
 
     @task(2)
     def remove_from_cart(self) -> None:
@@ -239,14 +266,39 @@ class ShopperUser(_ShopUser):
             if self.check(response, reason):
                 self.cart.pop(product_id, None)
             elif response.status_code >= 500:
-                self._resync_cart()
+                self._settle("DELETE", product_id, 0)
+
+    def _settle(self, method: str, product_id: int, quantity: int) -> None:
+        """A cart write that failed with 5xx may still be applied later (it may sit in a queue
+        behind the timeout): send it again until it succeeds, as a client would. Both writes
+        are idempotent (PUT sets the quantity, DELETE removes the line), so the late original
+        changes nothing once the retry has landed, and the shopper's view stays exact. Each
+        retry is a request of its own in the statistics, failures included."""
+        for _ in range(SETTLE_ATTEMPTS):
+            response = self.client.request(
+                method,
+                f"/cart/items/{product_id}",
+                data=json.dumps({"quantity": quantity}) if method == "PUT" else None,
+                headers={**self.auth, "Content-Type": "application/json"},
+                name=f"/cart/items/[id] {method} retry",
+            )
+            if response.status_code == 200:
+                self._hold_cart(response)
+                return
+            if response.status_code < 500:
+                break
+        self._resync_cart()
 
     def _resync_cart(self) -> None:
-        """A write that timed out may still have been applied: read the cart back."""
+        """The cart as the server holds it now (after a write whose outcome is unknown)."""
         response = self.client.get("/cart", headers=self.auth, name="/cart")
         if response.status_code == 200:
-            items = json.loads(response.content or b"{}").get("items", [])
-            self.cart = {line["product_id"]: line["quantity"] for line in items}
+            self._hold_cart(response)
+
+    def _hold_cart(self, response: Any) -> None:
+        """Believe the cart a 200 answer shows."""
+        items = json.loads(response.content or b"{}").get("items", [])
+        self.cart = {line["product_id"]: line["quantity"] for line in items}
 
     @task(3)
     def checkout(self) -> None:

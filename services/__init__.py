@@ -2,5 +2,5 @@
 
 Each ``services/<context>/app.py`` mounts that context's router unchanged (the same one the
 monolith mounts), applies only its own migrations, and binds its ports to HTTP adapters
-(``services/adapters.py``) that call the other services through resilient upstreams.
+(``bindings/http.py``) that call the other services through resilient upstreams.
 """

@@ -10,16 +10,16 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import httpx2
 from fastapi import APIRouter, FastAPI
 
+from bindings.http import remote_jwks, upstream
 from services.settings import ServiceSettings
 from shop.kernel.db import Database
 from shop.kernel.errors import install_error_handlers
-from shop.kernel.http import INTERNAL_TOKEN_HEADER, CircuitBreaker, Timeouts, Upstream, expect
+from shop.kernel.http import Upstream
 from shop.kernel.ops import router as ops_router
 from shop.kernel.security import JwksSource, TokenVerifier
 from shop.kernel.topology import Topology, load
@@ -41,48 +41,6 @@ class Runtime:
 
 
 Wiring = Callable[[FastAPI, Runtime], Awaitable[None]]
-
-
-def _upstream(
-    context: str,
-    topology: Topology,
-    settings: ServiceSettings,
-    transports: Mapping[str, httpx2.AsyncBaseTransport],
-) -> Upstream:
-    spec = topology.owner(context)
-    transport = transports.get(spec.name)
-    urls = [f"http://{spec.name}"] if transport is not None else spec.urls()
-    token = settings.internal_token.get_secret_value() if settings.internal_token else ""
-    # The read timeout of a charge must outlast the card processor's slowest answer.
-    read = settings.read_timeout_seconds
-    if context == "payments":
-        read = max(read, settings.payments.processor_delay_seconds + 2.0)
-    return Upstream(
-        spec.name,
-        urls,
-        transport=transport,
-        timeouts=Timeouts(
-            connect=settings.connect_timeout_seconds,
-            read=read,
-            budget=max(settings.budget_seconds, read + settings.connect_timeout_seconds),
-        ),
-        retries=settings.retries,
-        breaker=CircuitBreaker(
-            threshold=settings.breaker_threshold, reset_after=settings.breaker_reset_seconds
-        ),
-        headers={INTERNAL_TOKEN_HEADER: token},
-    )
-
-
-def remote_jwks(identity: Upstream) -> JwksSource:
-    """Identity's public keys over HTTP (TokenVerifier caches them)."""
-
-    async def load_jwks() -> dict[str, Any]:
-        response = await identity.request("GET", "/.well-known/jwks.json", idempotent=True)
-        document: dict[str, Any] = expect(response, 200)
-        return document
-
-    return load_jwks
 
 
 def build_app(
@@ -108,7 +66,8 @@ def build_app(
         )
     topology = load(settings.topology)
     database_url = settings.database_url or f"sqlite+aiosqlite:///var/services/{name}.db"
-    links: Mapping[str, httpx2.AsyncBaseTransport] = transports or {}  # read at start-up
+    # The same mapping, not a copy: a test fills it as it builds the apps.
+    links: Mapping[str, httpx2.AsyncBaseTransport] = {} if transports is None else transports
     needed = set(calls) | ({"identity"} if jwks is None else set())
 
     @asynccontextmanager
@@ -118,9 +77,18 @@ def build_app(
             stack.push_async_callback(db.dispose)
             upstreams = {}
             for context in sorted(needed):
-                upstream = _upstream(context, topology, settings, links)
-                stack.push_async_callback(upstream.aclose)
-                upstreams[context] = upstream
+                # The read timeout of a charge must outlast the card processor's slowest answer.
+                floor = settings.payments.processor_delay_seconds + 2.0
+                client = upstream(
+                    context,
+                    topology,
+                    settings,
+                    internal_token=internal_token,
+                    read_floor=floor if context == "payments" else 0.0,
+                    transports=links,
+                )
+                stack.push_async_callback(client.aclose)
+                upstreams[context] = client
             runtime = Runtime(name, settings, topology, db, upstreams, tasks)
             source = jwks(runtime) if jwks is not None else remote_jwks(upstreams["identity"])
             app.state.database = db

@@ -8,13 +8,13 @@ from pydantic import AliasChoices, Field, SecretStr
 
 from shop.cart.settings import CartSettings
 from shop.identity.settings import IdentitySettings
-from shop.kernel.settings import ShopSettings
+from shop.kernel.settings import RemoteCallSettings
 from shop.kernel.topology import DEFAULT_TOPOLOGY
 from shop.orders.settings import OrdersSettings
 from shop.payments.settings import PaymentsSettings
 
 
-class ServiceSettings(ShopSettings, env_prefix="SERVICE_"):
+class ServiceSettings(RemoteCallSettings, env_prefix="SERVICE_"):
     database_url: str | None = Field(
         None,
         validation_alias=AliasChoices("DATABASE_URL", "SERVICE_DATABASE_URL"),
@@ -29,12 +29,6 @@ class ServiceSettings(ShopSettings, env_prefix="SERVICE_"):
     topology: Path = Field(
         DEFAULT_TOPOLOGY, validation_alias=AliasChoices("SHOP_TOPOLOGY", "SERVICE_TOPOLOGY")
     )
-    connect_timeout_seconds: float = Field(1.0, gt=0)
-    read_timeout_seconds: float = Field(5.0, gt=0)
-    budget_seconds: float = Field(8.0, gt=0, description="One upstream call, retries included")
-    retries: int = Field(2, ge=0, le=5)
-    breaker_threshold: int = Field(5, ge=1)
-    breaker_reset_seconds: float = Field(2.0, gt=0)
     recover_checkouts: bool = True
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     cart: CartSettings = Field(default_factory=CartSettings)

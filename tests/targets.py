@@ -1,15 +1,23 @@
 """Targets for the contract suite: a deployment built in process, reached over ASGI.
 
 ``tests/contract`` never imports this module; it loads a target by name
-(``--target tests.targets:monolith``), so the suite itself stays black-box.
+(``--target tests.targets:monolith``, ``tests.targets:services``, ``tests.targets:step_3``),
+so the suite itself stays black-box.
+
+Every target is a topology (``topologies/*.toml``, the kata's steps in ``kata.steps``) built
+in process: each service of the topology on its own scratch database, the services wired to
+each other by ASGI transports, and the gateway in front when the topology has one. The
+gateway and the services are imported only when a topology needs them, so the kata's first
+steps need neither.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import tempfile
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,34 +25,13 @@ import httpx2
 from fastapi import FastAPI
 from pydantic import SecretStr
 
-from gateway.app import create_app as create_gateway
-from gateway.settings import GatewaySettings
-from monolith.app import create_app
-from services.settings import ServiceSettings
+from kata.steps import step
 from shop.identity.tokens import generate_private_key_pem
 from shop.kernel.topology import Topology, load
 from tests import support
 
-
-@asynccontextmanager
-async def monolith() -> AsyncIterator[dict[str, Any]]:
-    """The modular monolith on a scratch database, lifespan running, no sockets."""
-    with tempfile.TemporaryDirectory(prefix="shopkata-") as tmp:
-        async with support.scratch_database(Path(tmp)) as url:
-            await support.migrate(url)
-            key = generate_private_key_pem()
-            app = create_app(support.monolith_settings(url, key))
-            async with app.router.lifespan_context(app):
-                yield {
-                    "transport": httpx2.ASGITransport(app=app),
-                    "base_url": "http://monolith.test",
-                    "admin_email": support.ADMIN_EMAIL,
-                    "admin_password": support.ADMIN_PASSWORD,
-                    "signing_key_pem": key,
-                    "issuer": support.ISSUER,
-                    "audience": support.AUDIENCE,
-                    "payment_delay_seconds": support.PAYMENT_DELAY_SECONDS,
-                }
+INTERNAL_TOKEN = "in-process-internal-token"
+MONOLITH_APP = "monolith.app:create_app"
 
 
 def _target(transport: httpx2.AsyncBaseTransport, base_url: str, key: str) -> dict[str, Any]:
@@ -60,27 +47,52 @@ def _target(transport: httpx2.AsyncBaseTransport, base_url: str, key: str) -> di
     }
 
 
+def _factory(app: str) -> Callable[..., FastAPI]:
+    module, _, attr = app.partition(":")
+    factory: Callable[..., FastAPI] = getattr(importlib.import_module(module), attr)
+    return factory
+
+
+def _settings(topology: Topology, service: str, url: str, key: str) -> Any:
+    """The settings one service of ``topology`` gets in process (a monolith or a service)."""
+    spec = topology.services[service]
+    base = support.monolith_settings(url, key)
+    if spec.app == MONOLITH_APP:
+        return base.model_copy(
+            update={
+                "topology": topology.source,
+                "service_name": service,
+                "internal_token": SecretStr(INTERNAL_TOKEN),
+            }
+        )
+    settings_module = importlib.import_module("services.settings")
+    return settings_module.ServiceSettings(
+        database_url=url,
+        internal_token=SecretStr(INTERNAL_TOKEN),
+        topology=topology.source,
+        identity=base.identity,
+        payments=base.payments,
+        orders=base.orders,
+        recover_checkouts=False,
+    )
+
+
 @asynccontextmanager
 async def service_apps(
     topology: Topology, key: str, stack: AsyncExitStack, tmp: Path
 ) -> AsyncIterator[dict[str, httpx2.ASGITransport]]:
-    """Every service of ``topology`` on its own scratch database, wired by ASGI transports."""
+    """Every service of ``topology`` on its own scratch database, wired by ASGI transports.
+
+    A monolith gets every context's tables (its database is the one the contexts leave);
+    a service only its own contexts'.
+    """
     transports: dict[str, httpx2.ASGITransport] = {}
     apps: dict[str, FastAPI] = {}
     for name, spec in topology.services.items():
         url = await stack.enter_async_context(support.scratch_database(tmp))
-        await support.migrate(url, list(spec.contexts))
-        settings = ServiceSettings(
-            database_url=url,
-            internal_token=SecretStr("in-process-internal-token"),
-            topology=topology.source or Path("topologies/services.toml"),
-            identity=support.identity_settings(key),
-            payments=support.monolith_settings(url).payments,
-            orders=support.monolith_settings(url).orders,
-            recover_checkouts=False,
-        )
-        module, _, attr = spec.app.partition(":")
-        apps[name] = getattr(importlib.import_module(module), attr)(settings, transports=transports)
+        await support.migrate(url, None if spec.app == MONOLITH_APP else list(spec.contexts))
+        settings = _settings(topology, name, url, key)
+        apps[name] = _factory(spec.app)(settings, transports=transports)
         transports[name] = httpx2.ASGITransport(app=apps[name])
     for app in apps.values():
         await stack.enter_async_context(app.router.lifespan_context(app))
@@ -88,18 +100,26 @@ async def service_apps(
 
 
 @asynccontextmanager
-async def services() -> AsyncIterator[dict[str, Any]]:
-    """The services in process behind the gateway: ASGI transports all the way, no sockets."""
-    topology = load("topologies/services.toml")
+async def deployment(topology_file: str | Path) -> AsyncIterator[dict[str, Any]]:
+    """The topology in process: through its gateway if it has one, else its only service."""
+    topology = load(topology_file)
     key = generate_private_key_pem()
     with tempfile.TemporaryDirectory(prefix="shopkata-") as tmp:
         async with AsyncExitStack() as stack:
             transports = await stack.enter_async_context(
                 service_apps(topology, key, stack, Path(tmp))
             )
-            gateway = create_gateway(
-                GatewaySettings(
-                    topology=Path("topologies/services.toml"),
+            if topology.gateway_port is None:
+                if len(transports) != 1:
+                    raise ValueError(f"{topology.name}: several services and no gateway")
+                (name, transport), *_ = transports.items()
+                yield _target(transport, f"http://{name}.test", key)
+                return
+            gateway_app = importlib.import_module("gateway.app")
+            gateway_settings = importlib.import_module("gateway.settings")
+            gateway = gateway_app.create_app(
+                gateway_settings.GatewaySettings(
+                    topology=topology.source,
                     issuer=support.ISSUER,
                     audience=support.AUDIENCE,
                 ),
@@ -107,3 +127,27 @@ async def services() -> AsyncIterator[dict[str, Any]]:
             )
             await stack.enter_async_context(gateway.router.lifespan_context(gateway))
             yield _target(httpx2.ASGITransport(app=gateway), "http://gateway.test", key)
+
+
+def kata_step(number: int) -> AbstractAsyncContextManager[dict[str, Any]]:
+    """Kata step ``number`` (``kata.steps``) in process."""
+    return deployment(step(number).topology)
+
+
+def monolith() -> AbstractAsyncContextManager[dict[str, Any]]:
+    """The modular monolith alone on a scratch database (kata step 0)."""
+    return kata_step(0)
+
+
+def services() -> AbstractAsyncContextManager[dict[str, Any]]:
+    """Every context in its own service behind the gateway (the kata's last step)."""
+    return deployment("topologies/services.toml")
+
+
+step_0 = functools.partial(kata_step, 0)
+step_1 = functools.partial(kata_step, 1)
+step_2 = functools.partial(kata_step, 2)
+step_3 = functools.partial(kata_step, 3)
+step_4 = functools.partial(kata_step, 4)
+step_5 = functools.partial(kata_step, 5)
+step_6 = functools.partial(kata_step, 6)

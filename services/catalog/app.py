@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import httpx2
 from fastapi import FastAPI
 
-from services import adapters
+from bindings import http as adapters
 from services.runtime import Runtime, build_app
 from services.settings import ServiceSettings
 from shop.catalog.ports import StockLevels

@@ -104,8 +104,11 @@ class TokenVerifier:
                 self._loaded_at is not None and now - self._loaded_at < self._min_refresh
             ):
                 return
+            # A load that fails raises (the caller answers 503) and is not counted: the next
+            # request tries again, so an identity outage is never mistaken for a bad token.
+            document = await self._load_jwks()
+            self._keys = self._usable_keys(document)
             self._loaded_at = now
-            self._keys = self._usable_keys(await self._load_jwks())
 
     async def _key_for(self, kid: str) -> jwt.PyJWK:
         if kid not in self._keys:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/shop.db"
@@ -13,3 +14,18 @@ class ShopSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", extra="ignore", frozen=True, populate_by_name=True
     )
+
+
+class RemoteCallSettings(ShopSettings):
+    """How a deployable calls the contexts it does not serve itself (over HTTP).
+
+    Mixed into every deployable's settings, each under its own prefix
+    (``SERVICE_READ_TIMEOUT_SECONDS``, ``MONOLITH_READ_TIMEOUT_SECONDS``).
+    """
+
+    connect_timeout_seconds: float = Field(1.0, gt=0)
+    read_timeout_seconds: float = Field(5.0, gt=0)
+    budget_seconds: float = Field(8.0, gt=0, description="One upstream call, retries included")
+    retries: int = Field(2, ge=0, le=5)
+    breaker_threshold: int = Field(5, ge=1)
+    breaker_reset_seconds: float = Field(2.0, gt=0)

@@ -1,5 +1,5 @@
 """Checkout on a real database: orders, payments, inventory, cart and catalog wired with
-the monolith's in-process adapters (``monolith.adapters.checkout_ports``), including a
+the monolith's in-process adapters (``bindings.inprocess.checkout_ports``), including a
 crash between the charge and the rest of the saga."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from datetime import timedelta
 import anyio
 import pytest
 
-from monolith.adapters import CatalogEntries, checkout_ports
+from bindings.inprocess import CatalogEntries, checkout_ports
 from shop.cart import service as cart
 from shop.catalog import service as catalog
 from shop.catalog.schemas import CategoryCreate, ProductCreate

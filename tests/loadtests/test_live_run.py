@@ -19,6 +19,7 @@ from tests.system.conftest import free_port, stop, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 LOCUST_SECONDS = 6
+PASSES = 3
 TASK_NAMES = {
     "/auth/register",
     "/auth/token",
@@ -90,36 +91,50 @@ def seeded_monolith(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_short_locust_run_has_no_failures_and_every_task(
     seeded_monolith: str, tmp_path: Path
 ) -> None:
-    prefix = tmp_path / "run"
-    command = [
-        str(Path(sys.executable).parent / "locust"),
-        "-f",
-        str(REPO / "loadtests" / "locustfile.py"),
-        "--headless",
-        "-u",
-        "10",
-        "-r",
-        "10",
-        "-t",
-        f"{LOCUST_SECONDS}s",
-        "--host",
-        seeded_monolith,
-        "--csv",
-        str(prefix),
-        "--only-summary",
-        "--exit-code-on-error",
-        "1",
-        "--stop-timeout",
-        "5",
-    ]
-    env = {**os.environ, "LOADTEST_WAIT": "0", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run(  # noqa: S603 (our virtualenv's locust)
-        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=LOCUST_SECONDS + 60
-    )
-    output = result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.returncode == 0, output
-    stats = rep.read_locust_stats(tmp_path / "run_stats.csv")
-    assert stats["requests"] > 0, output
-    assert stats["failures"] == 0, output
-    missing = TASK_NAMES - rep.read_task_names(tmp_path / "run_stats.csv")
-    assert not missing, f"tasks never ran: {sorted(missing)}\n{output}"
+    # The rarest task (`GET /orders/[id]`, weight 1, only for a user who already checked
+    # out) may not come up in one short run on a loaded machine: further short runs, up to
+    # PASSES in all, until every task was seen; every run must be free of failures.
+    seen: set[str] = set()
+    output = ""
+    for attempt in range(1, PASSES + 1):
+        prefix = tmp_path / f"run{attempt}"
+        command = [
+            str(Path(sys.executable).parent / "locust"),
+            "-f",
+            str(REPO / "loadtests" / "locustfile.py"),
+            "--headless",
+            "-u",
+            "10",
+            "-r",
+            "10",
+            "-t",
+            f"{LOCUST_SECONDS}s",
+            "--host",
+            seeded_monolith,
+            "--csv",
+            str(prefix),
+            "--only-summary",
+            "--exit-code-on-error",
+            "1",
+            "--stop-timeout",
+            "5",
+        ]
+        env = {**os.environ, "LOADTEST_WAIT": "0", "PYTHONWARNINGS": "ignore"}
+        result = subprocess.run(  # noqa: S603 (our virtualenv's locust)
+            command,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=LOCUST_SECONDS + 60,
+        )
+        output = result.stdout[-3000:] + result.stderr[-3000:]
+        assert result.returncode == 0, output
+        stats = rep.read_locust_stats(prefix.parent / f"{prefix.name}_stats.csv")
+        assert stats["requests"] > 0, output
+        assert stats["failures"] == 0, output
+        seen |= rep.read_task_names(prefix.parent / f"{prefix.name}_stats.csv")
+        if seen >= TASK_NAMES:
+            return
+    missing = TASK_NAMES - seen
+    raise AssertionError(f"tasks never ran in {PASSES} runs: {sorted(missing)}\n{output}")

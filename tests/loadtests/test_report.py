@@ -170,3 +170,44 @@ def test_capacity_table_has_a_total() -> None:
     projection = rep.capacity_projection({"gateway": 500.0, "catalog": 1500.0}, [1000])
     table = rep.capacity_table(projection, [1000])
     assert "| **all** | 2,000 | 500 | 2.00 |" in table
+
+
+def test_kata_steps_take_saturation_fixed_rate_and_ratios() -> None:
+    rows = rep.summarise(
+        [
+            step("step-0", 2, 380, cpu_seconds={"monolith": 2.5}),
+            step("step-0", 8, 400, cpu_seconds={"monolith": 2.6}),
+            step("step-0", 32, 200, p50=4, scenario="half-load"),
+            step("step-1", 8, 300, cpu_seconds={"monolith": 2.6, "gateway": 0.6}),
+            step("step-1", 32, 200, p50=6, scenario="half-load", failures=1),
+        ]
+    )
+    steps = rep.kata_steps(rows, [(0, "The monolith", "step-0", 1), (1, "Gateway", "step-1", 2)])
+    zero, one = steps
+    assert zero.best is not None
+    assert (zero.best.users, zero.best_rps) == (2, 400)  # 380 is within 5% of the best
+    assert zero.cpu_us == pytest.approx(2500.0)
+    assert (zero.p50, one.p50) == (4, 6)
+    assert one.cpu_us == pytest.approx(3200.0)
+    assert (zero.failures, one.failures) == (0, 1)
+    table = rep.kata_table(steps)
+    assert "| 0 | The monolith | 1 | 400 (2 users) |  | 4 (200 req/s) |  | 2,500 |  | 0 |" in table
+    second = "| 1 | Gateway | 2 | 300 (8 users) | 0.75 | 6 (200 req/s) | 1.50 | 3,200 | 1.28 | 1 |"
+    assert second in table
+    cpu = rep.kata_cpu_table(steps)
+    assert cpu.splitlines()[0] == "| step | monolith | gateway | all |"
+    assert "| 0 | 2,500 |  | 2,500 |" in cpu
+    assert "| 1 | 2,600 | 600 | 3,200 |" in cpu
+
+
+def test_a_kata_step_that_did_not_run_reads_not_available() -> None:
+    [missing] = rep.kata_steps([], [(3, "Extract identity", "step-3", 0)])
+    assert missing.best is None
+    assert math.isnan(missing.cpu_us)
+    assert "| 3 | Extract identity | 0 | n/a | " in rep.kata_table([missing])
+
+
+def test_kata_plot(tmp_path: Path) -> None:
+    rows = rep.summarise([step("step-0", 8, 400, cpu_seconds={"monolith": 2.5})])
+    steps = rep.kata_steps(rows, [(0, "The monolith", "step-0", 1)])
+    assert rep.plot_kata(steps, tmp_path).stat().st_size > 0

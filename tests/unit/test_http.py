@@ -1,11 +1,25 @@
-"""The resilient upstream client: retries only where safe, budgets, the circuit breaker."""
+"""The resilient upstream client: retries only where safe, budgets, the circuit breaker.
+
+Two ways to send: through an ``httpx2`` transport (``MockTransport`` here, ASGI in the
+contract suite) and over sockets with aiohttp, against real servers on 127.0.0.1 started by
+the tests themselves (bounded waits, stopped in teardown).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+import socket
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
+import anyio
 import httpx2
 import pytest
+from aiohttp import web
 
 from shop.kernel.http import (
     INTERNAL_TOKEN_HEADER,
@@ -16,6 +30,7 @@ from shop.kernel.http import (
     UpstreamTimeout,
     UpstreamUnavailable,
     expect,
+    query_pairs,
 )
 
 pytestmark = pytest.mark.anyio
@@ -143,3 +158,320 @@ def test_a_failed_probe_opens_the_circuit_again() -> None:
     assert breaker.allow() is False, "one probe at a time"
     breaker.failure()
     assert breaker.state == "open"
+
+
+async def test_the_transport_path_answers_the_same_response_shape() -> None:
+    client = upstream(Script(409))
+    response = await client.request("PUT", "/x/1", idempotent=True, params={"ids": [2, 1]})
+    assert (response.status_code, response.json()) == (409, {"ok": False})
+    assert response.headers["CONTENT-TYPE"] == "application/json"
+    assert response.text == response.content.decode() == '{"ok":false}'
+    assert (response.request.method, response.request.url.path) == ("PUT", "/x/1")
+    assert response.request.url.query_string == "ids=2&ids=1"
+    with pytest.raises(BadUpstreamResponse, match="PUT /x/1 answered 409"):
+        expect(response, 200)
+    await client.aclose()
+
+
+def test_query_pairs_encode_like_httpx() -> None:
+    assert query_pairs({"ids": [3, 1], "q": "a b", "on": True, "off": False, "none": None}) == [
+        ("ids", "3"),
+        ("ids", "1"),
+        ("q", "a b"),
+        ("on", "true"),
+        ("off", "false"),
+        ("none", ""),
+    ]
+    assert query_pairs({"ids": ()}) == []
+    assert query_pairs(None) == []
+
+
+# --- over sockets (aiohttp), against real servers on 127.0.0.1 ------------------------------
+
+LIMIT = 10.0
+"""No test of a real socket may take longer than this (seconds)."""
+
+
+@dataclass
+class Live:
+    """A tiny aiohttp server on a free loopback port, recording every request it gets."""
+
+    url: str = ""
+    hits: list[str] = field(default_factory=list)
+    peers: list[Any] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def _echo(live: Live, request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response(
+        {
+            "method": request.method,
+            "query": [[key, value] for key, value in request.query.items()],
+            "token": request.headers.get(INTERNAL_TOKEN_HEADER),
+            "trace": request.headers.get("X-Trace"),
+            "body": body.decode(),
+            "content_type": request.headers.get("Content-Type"),
+        },
+        headers={"X-Reply": "one"},
+    )
+
+
+async def _slow(live: Live, request: web.Request) -> web.Response:
+    # Answers only when the test ends (or after 3 s): longer than any read timeout here.
+    with anyio.move_on_after(3):
+        await live.release.wait()
+    return web.json_response({"late": True})
+
+
+async def _status(live: Live, request: web.Request) -> web.Response:
+    return web.json_response({"status": "x"}, status=int(request.match_info["code"]))
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[], Awaitable[Live]]]:
+    """Start as many live servers as a test asks for; every one is stopped afterwards."""
+    runners: list[tuple[web.AppRunner, Live]] = []
+
+    async def start() -> Live:
+        live = Live()
+
+        @web.middleware
+        async def record(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            live.hits.append(f"{request.method} {request.path}")
+            transport = request.transport
+            live.peers.append(transport.get_extra_info("peername") if transport else None)
+            return await handler(request)
+
+        app = web.Application(middlewares=[record])
+        for route, handler in (("/echo", _echo), ("/slow", _slow), ("/status/{code}", _status)):
+            app.router.add_route("*", route, functools.partial(handler, live))
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        assert host == "127.0.0.1"
+        live.url = f"http://127.0.0.1:{port}"
+        runners.append((runner, live))
+        return live
+
+    try:
+        yield start
+    finally:
+        for runner, live in runners:
+            live.release.set()
+            with anyio.fail_after(LIMIT):
+                await runner.cleanup()
+
+
+@pytest.fixture
+def refused() -> Iterator[str]:
+    """A loopback port bound but never listening: every connection to it is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+async def dropper() -> AsyncIterator[Live]:
+    """A raw server that reads a request head, then closes the connection unanswered."""
+    live = Live()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            method, target, _ = head.decode().split(" ", 2)
+            live.hits.append(f"{method} {target}")
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    live.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        yield live
+    finally:
+        server.close()
+        with anyio.fail_after(LIMIT):
+            await server.wait_closed()
+
+
+def socket_upstream(*urls: str, **kwargs: Any) -> Upstream:
+    options: dict[str, Any] = {
+        "backoff": 0.001,
+        "retries": 2,
+        "timeouts": Timeouts(connect=1.0, read=2.0, budget=5.0),
+    }
+    options.update(kwargs)
+    return Upstream("stock", list(urls), headers={INTERNAL_TOKEN_HEADER: "secret"}, **options)
+
+
+async def test_over_sockets_a_call_answers_body_headers_and_what_was_sent(
+    serve: Callable[[], Awaitable[Live]],
+) -> None:
+    live = await serve()
+    client = socket_upstream(live.url)
+    try:
+        with anyio.fail_after(LIMIT):
+            response = await client.request(
+                "GET",
+                "/echo",
+                idempotent=True,
+                params={"ids": [3, 1], "q": "a b&c", "on": True},
+                headers={"X-Trace": "t-1"},
+            )
+            posted = await client.request(
+                "POST", "/echo", idempotent=False, json={"lines": [1, 2], "name": "thé"}
+            )
+            missing = await client.request("GET", "/status/404", idempotent=True)
+    finally:
+        await client.aclose()
+    assert response.status_code == 200
+    body = expect(response, 200)
+    assert body["query"] == [["ids", "3"], ["ids", "1"], ["q", "a b&c"], ["on", "true"]]
+    assert (body["token"], body["trace"]) == ("secret", "t-1")
+    assert response.headers["x-reply"] == response.headers["X-Reply"] == "one"
+    assert response.json() == body
+    assert response.text == response.content.decode()
+    assert (response.request.method, response.request.url.path) == ("GET", "/echo")
+    echoed = expect(posted, 200)
+    assert echoed["method"] == "POST"
+    assert echoed["content_type"].startswith("application/json")
+    assert echoed["body"].replace(" ", "") == '{"lines":[1,2],"name":"th\\u00e9"}'
+    # A client error is the caller's to read, not an outage.
+    assert missing.status_code == 404
+    with pytest.raises(BadUpstreamResponse, match="GET /status/404 answered 404"):
+        expect(missing, 200)
+    assert live.hits == ["GET /echo", "POST /echo", "GET /status/404"]
+    # One kept-alive connection served the three calls.
+    assert len(set(live.peers)) == 1
+
+
+async def test_over_sockets_replicas_are_taken_in_turn(
+    serve: Callable[[], Awaitable[Live]],
+) -> None:
+    first, second = await serve(), await serve()
+    client = socket_upstream(first.url, second.url)
+    try:
+        with anyio.fail_after(LIMIT):
+            for _ in range(4):
+                assert (await client.request("GET", "/echo", idempotent=True)).status_code == 200
+    finally:
+        await client.aclose()
+    assert (len(first.hits), len(second.hits)) == (2, 2)
+
+
+async def test_a_refused_connection_is_retried_then_unavailable(
+    refused: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = socket_upstream(refused, retries=2)
+    caplog.set_level(logging.WARNING, logger="shop.http")
+    try:
+        with anyio.fail_after(LIMIT), pytest.raises(UpstreamUnavailable, match="cannot be reached"):
+            # Even a write is retried: the request never left.
+            await client.request("POST", "/echo", idempotent=False, json={})
+    finally:
+        await client.aclose()
+    assert len([r for r in caplog.records if r.name == "shop.http"]) == 3
+
+
+async def test_a_refused_replica_hands_even_a_write_to_the_next_one(
+    refused: str, serve: Callable[[], Awaitable[Live]]
+) -> None:
+    live = await serve()
+    client = socket_upstream(refused, live.url)
+    try:
+        with anyio.fail_after(LIMIT):
+            response = await client.request("POST", "/echo", idempotent=False, json={"n": 1})
+    finally:
+        await client.aclose()
+    assert response.status_code == 200
+    assert live.hits == ["POST /echo"]
+
+
+async def test_over_sockets_a_read_timeout_is_a_504_retried_only_when_idempotent(
+    serve: Callable[[], Awaitable[Live]],
+) -> None:
+    live = await serve()
+    client = socket_upstream(live.url, retries=1, timeouts=Timeouts(connect=1, read=0.2, budget=3))
+    try:
+        with anyio.fail_after(LIMIT):
+            started = time.monotonic()
+            with pytest.raises(UpstreamTimeout) as caught:
+                await client.request("POST", "/slow", idempotent=False)
+            assert caught.value.status == 504
+            assert time.monotonic() - started < 1.5
+            assert live.hits == ["POST /slow"]
+            with pytest.raises(UpstreamTimeout):
+                await client.request("GET", "/slow", idempotent=True)
+    finally:
+        await client.aclose()
+    assert live.hits == ["POST /slow", "GET /slow", "GET /slow"]
+
+
+async def test_over_sockets_the_budget_bounds_the_whole_call(
+    serve: Callable[[], Awaitable[Live]],
+) -> None:
+    live = await serve()
+    client = socket_upstream(live.url, retries=5, timeouts=Timeouts(connect=1, read=5, budget=0.4))
+    try:
+        with anyio.fail_after(LIMIT):
+            started = time.monotonic()
+            with pytest.raises(UpstreamTimeout):
+                await client.request("GET", "/slow", idempotent=True)
+            assert time.monotonic() - started < 1.5
+    finally:
+        await client.aclose()
+    assert live.hits == ["GET /slow"]
+
+
+@pytest.mark.parametrize("method", ["PUT", "POST"])
+async def test_a_dropped_connection_retries_only_an_idempotent_call(
+    dropper: Live, method: str
+) -> None:
+    client = socket_upstream(dropper.url, retries=2)
+    try:
+        with anyio.fail_after(LIMIT):
+            with pytest.raises(UpstreamUnavailable, match="failed to answer"):
+                await client.request(method, "/x", idempotent=False, json={"n": 1})
+            # Sent once: neither this class nor aiohttp sent it again.
+            assert dropper.hits == [f"{method} /x"]
+            with pytest.raises(UpstreamUnavailable, match="failed to answer"):
+                await client.request(method, "/x", idempotent=True, json={"n": 1})
+    finally:
+        await client.aclose()
+    assert dropper.hits == [f"{method} /x"] * 4
+
+
+async def test_over_sockets_a_503_write_is_not_retried_and_the_breaker_opens(
+    serve: Callable[[], Awaitable[Live]],
+) -> None:
+    live = await serve()
+    breaker = CircuitBreaker(threshold=2, reset_after=60.0)
+    client = socket_upstream(live.url, retries=2, breaker=breaker)
+    try:
+        with anyio.fail_after(LIMIT):
+            with pytest.raises(UpstreamUnavailable, match="unavailable \\(503\\)"):
+                await client.request("POST", "/status/503", idempotent=False)
+            assert live.hits == ["POST /status/503"]
+            assert breaker.state == "closed"
+            with pytest.raises(UpstreamUnavailable):
+                await client.request("GET", "/status/503", idempotent=True)
+            assert breaker.state == "open"
+            sent = len(live.hits)
+            with pytest.raises(UpstreamUnavailable, match="failing fast"):
+                await client.request("GET", "/echo", idempotent=True)
+            assert len(live.hits) == sent, "an open circuit sends nothing"
+    finally:
+        await client.aclose()
+    # The second call stopped retrying once the circuit opened after its first attempt.
+    assert live.hits == ["POST /status/503", "GET /status/503"]
+
+
+async def test_a_closed_upstream_refuses_to_send(refused: str) -> None:
+    client = socket_upstream(refused)
+    await client.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.request("GET", "/x", idempotent=True)

@@ -32,7 +32,7 @@ from shop.identity.tokens import (
     generate_private_key_pem,
     write_key_file,
 )
-from shop.kernel.errors import Unauthorized
+from shop.kernel.errors import ServiceUnavailable, Unauthorized
 from shop.kernel.security import Principal, Role, TokenVerifier
 
 pytestmark = pytest.mark.anyio
@@ -393,6 +393,29 @@ async def test_an_unknown_kid_reloads_the_jwks_once_per_refresh_interval() -> No
     assert source.loads == 3  # exactly one reload for the unknown kid
     await verifier.verify(sign(old, claims_for()))
     assert source.loads == 3
+
+
+async def test_an_identity_outage_is_unavailable_not_a_bad_token() -> None:
+    """A JWKS load that fails answers 503 and is not counted: once identity is back, the
+    next request loads the keys, instead of 401s for the rest of the refresh interval."""
+    key = new_key()
+    source = JwksSource(key)
+    down = True
+
+    async def flaky() -> dict[str, Any]:
+        if down:
+            raise ServiceUnavailable("The identity service cannot be reached.")
+        return await source()
+
+    verifier = TokenVerifier(flaky, issuer=ISSUER, audience=AUDIENCE)
+    token = sign(key, claims_for())
+    for _ in range(2):
+        with pytest.raises(ServiceUnavailable):
+            await verifier.verify(token)
+    down = False
+    principal = await verifier.verify(token)
+    assert principal.role is Role.CUSTOMER
+    assert source.loads == 1
 
 
 async def test_concurrent_unknown_kids_reload_the_jwks_only_once() -> None:

@@ -1,21 +1,36 @@
-"""HTTP adapters: each port of a context bound to another service's internal API.
+"""HTTP adapters: each port of a context bound to another process's internal API.
 
-They are the same ports the monolith binds in process (``monolith/adapters.py``); only the
-binding differs. Every call goes through a :class:`shop.kernel.http.Upstream` (timeouts,
-retries where idempotent, circuit breaker); saga steps are idempotent by order id or key,
-so retrying them is safe.
+They are the same ports a process binds in process (``bindings/inprocess.py``) when it serves
+both contexts; only the binding differs. A service binds them to the other services; a kata
+step's monolith binds them to the contexts already extracted from it.
+
+Every call goes through a :class:`shop.kernel.http.Upstream` (timeouts, retries where
+idempotent, circuit breaker); saga steps are idempotent by order id or key, so retrying them
+is safe.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import httpx2
 
 from shop.cart.ports import CatalogEntry, ProductCatalog
 from shop.catalog.ports import StockLevels
 from shop.inventory.ports import ProductDirectory
-from shop.kernel.http import Upstream, expect
+from shop.kernel.http import (
+    INTERNAL_TOKEN_HEADER,
+    CircuitBreaker,
+    Timeouts,
+    Upstream,
+    expect,
+)
+from shop.kernel.security import JwksSource
+from shop.kernel.settings import RemoteCallSettings
+from shop.kernel.topology import Topology
 from shop.kernel.types import Money
 from shop.orders.exceptions import OutOfStock
 from shop.orders.ports import (
@@ -209,3 +224,50 @@ def checkout_ports(
         stock=InventoryReservations(inventory),
         payments=PaymentsProcessor(payments),
     )
+
+
+def upstream(
+    context: str,
+    topology: Topology,
+    settings: RemoteCallSettings,
+    *,
+    internal_token: str,
+    read_floor: float = 0.0,
+    transports: Mapping[str, httpx2.AsyncBaseTransport] | None = None,
+) -> Upstream:
+    """The upstream of whichever service of ``topology`` serves ``context`` now.
+
+    ``transports`` (by service name) wires apps in process, as the tests do; otherwise the
+    calls go to the service's replicas on 127.0.0.1. ``read_floor`` raises the read timeout
+    for calls that are slow by nature (a card charge waits for the processor).
+    """
+    spec = topology.owner(context)
+    transport = (transports or {}).get(spec.name)
+    urls = [f"http://{spec.name}"] if transport is not None else spec.urls()
+    read = max(settings.read_timeout_seconds, read_floor)
+    return Upstream(
+        spec.name,
+        urls,
+        transport=transport,
+        timeouts=Timeouts(
+            connect=settings.connect_timeout_seconds,
+            read=read,
+            budget=max(settings.budget_seconds, read + settings.connect_timeout_seconds),
+        ),
+        retries=settings.retries,
+        breaker=CircuitBreaker(
+            threshold=settings.breaker_threshold, reset_after=settings.breaker_reset_seconds
+        ),
+        headers={INTERNAL_TOKEN_HEADER: internal_token},
+    )
+
+
+def remote_jwks(identity: Upstream) -> JwksSource:
+    """Identity's public keys over HTTP (TokenVerifier caches them)."""
+
+    async def load_jwks() -> dict[str, Any]:
+        response = await identity.request("GET", "/.well-known/jwks.json", idempotent=True)
+        document: dict[str, Any] = expect(response, 200)
+        return document
+
+    return load_jwks
