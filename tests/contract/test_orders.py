@@ -228,7 +228,7 @@ async def test_get_unknown_order(client: httpx2.AsyncClient) -> None:
     assert_problem(resp, 404, "order-not-found")
 
 
-@pytest.mark.parametrize("bad_id", ["not-a-uuid", "123", "0", f"{uuid.uuid4().hex}zz"])
+@pytest.mark.parametrize("bad_id", ["not-a-uuid", "123", "0", "6f1c2a3b4d5e4f60a7b8c9d0e1f2a3b4zz"])
 async def test_malformed_order_id(client: httpx2.AsyncClient, bad_id: str) -> None:
     customer = await new_customer(client)
     assert_validation_error(await client.get(f"/orders/{bad_id}", headers=customer.headers))
