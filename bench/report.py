@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +97,19 @@ def read_locust_stats(path: Path) -> dict[str, float]:
                     "p99": _number(record["99%"]),
                 }
     raise ValueError(f"{path}: no Aggregated row")
+
+
+_LOG_AGGREGATED = re.compile(r"^\s+Aggregated\s+(\d+)\s+(\d+)\(", re.M)
+
+
+def failures_in_log(text: str) -> int:
+    """Failed requests in the last stats table of a Locust log (0 if it has none).
+
+    Locust writes its CSVs before the users stop; a request still running then (say a 504
+    after the gateway's 10 s timeout) is counted in the log's final table but not in the
+    CSV, so the failure count of a run is the larger of the two."""
+    rows = _LOG_AGGREGATED.findall(text)
+    return int(rows[-1][1]) if rows else 0
 
 
 def read_task_names(path: Path) -> set[str]:

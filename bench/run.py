@@ -389,6 +389,8 @@ class Bench:
         if not record:
             return None
         stats = rep.read_locust_stats(prefix.parent / f"{prefix.name}_stats.csv")
+        log_text = (prefix.parent / f"{prefix.name}.log").read_text(errors="replace")
+        failures = max(int(stats["failures"]), rep.failures_in_log(log_text))
         locust_cpu = (children_after.ru_utime + children_after.ru_stime) - (
             children_before.ru_utime + children_before.ru_stime
         )
@@ -398,7 +400,7 @@ class Bench:
             users=users,
             repeat=repeat,
             requests=int(stats["requests"]),
-            failures=int(stats["failures"]),
+            failures=failures,
             rps=stats["rps"],
             p50=stats["p50"],
             p95=stats["p95"],

@@ -115,6 +115,28 @@ def test_capacity_projection() -> None:
     assert "projection" in (rep.capacity_projection.__doc__ or "")
 
 
+LOCUST_LOG_END = """\
+Type     Name                 # reqs      # fails |    Avg     Min     Max    Med |   req/s
+--------|-----------------|-------|-------------|-------|-------|-------|-------|--------|-----------
+PUT      /cart/items/[id]        511     1(0.20%) |    700       9   10001    270 |   17.01
+--------|-----------------|-------|-------------|-------|-------|-------|-------|--------|-----------
+         Aggregated             6264     1(0.02%) |    150       2   10001     31 |  208.55
+Response time percentiles (approximated)
+Type     Name                      50%    66%    75%    80%    90%    95%    98%    99%  99.9%
+--------|-----------------|--------|------|------|------|------|------|------|------|------
+         Aggregated                 31     45     68    100    210    470   1800   2800   6700
+"""
+
+
+def test_failures_in_log_reads_the_final_table() -> None:
+    # A request that ended after the CSVs were written (a 504 after the gateway's timeout)
+    # is in the log's last table only.
+    periodic = LOCUST_LOG_END.replace("1(0.02%)", "0(0.00%)")
+    assert rep.failures_in_log(periodic + LOCUST_LOG_END) == 1
+    assert rep.failures_in_log(LOCUST_LOG_END + periodic) == 0
+    assert rep.failures_in_log("no table at all") == 0
+
+
 def test_read_locust_stats(tmp_path: Path) -> None:
     path = tmp_path / "run_stats.csv"
     path.write_text(
