@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Response, status
 from shop.cart import service
 from shop.cart.dependencies import Catalog, ProductId, Settings
 from shop.cart.schemas import CartItemUpdate, CartLineRead, CartLinesRemove, CartRead
-from shop.kernel.db import Session
+from shop.kernel.db import Db, Session
 from shop.kernel.errors import problems
 from shop.kernel.security import CurrentUser, internal_caller
 
@@ -32,32 +32,42 @@ async def put_item(
     product_id: ProductId,
     body: CartItemUpdate,
     principal: CurrentUser,
-    session: Session,
+    db: Db,
     catalog: Catalog,
     settings: Settings,
 ) -> CartRead:
     """Set how many units of a product the cart holds."""
-    await service.update_item(
-        session,
-        user_id=principal.user_id,
-        product_id=product_id,
-        quantity=body.quantity,
-        catalog=catalog,
-        max_lines=settings.max_lines,
-    )
-    return await service.get_cart(session, user_id=principal.user_id, catalog=catalog)
+    # The catalog is asked before the write transaction, never inside it (CatalogSnapshot).
+    snapshot = service.CatalogSnapshot(catalog)
+    async with db.reader() as session:
+        before = await service.list_lines(session, user_id=principal.user_id)
+    await snapshot.entries({product_id, *(line.product_id for line in before)})
+    async with db.writer() as session, session.begin():
+        await service.update_item(
+            session,
+            user_id=principal.user_id,
+            product_id=product_id,
+            quantity=body.quantity,
+            catalog=snapshot,
+            max_lines=settings.max_lines,
+        )
+        lines = await service.list_lines(session, user_id=principal.user_id)
+    return await service.price(lines, snapshot)
 
 
 @router.delete("/cart/items/{product_id}", response_model=CartRead, responses=problems(401, 422))
 async def delete_item(
     product_id: ProductId,
     principal: CurrentUser,
-    session: Session,
+    db: Db,
     catalog: Catalog,
 ) -> CartRead:
     """Take a product out of the cart (no-op if absent)."""
-    await service.delete_items(session, user_id=principal.user_id, product_ids=[product_id])
-    return await service.get_cart(session, user_id=principal.user_id, catalog=catalog)
+    async with db.writer() as session, session.begin():
+        await service.delete_items(session, user_id=principal.user_id, product_ids=[product_id])
+        lines = await service.list_lines(session, user_id=principal.user_id)
+    # Priced after the commit: no call to the catalog while the write lock is held.
+    return await service.price(lines, catalog)
 
 
 @router.delete(

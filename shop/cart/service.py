@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shop.cart import repository
 from shop.cart.exceptions import CartFull, ProductNotFound
 from shop.cart.models import CartLine
-from shop.cart.ports import ProductCatalog
+from shop.cart.ports import CatalogEntry, ProductCatalog
 from shop.cart.schemas import CartItemRead, CartRead
 from shop.kernel.db import serialize
 from shop.kernel.types import SHOP_CURRENCY, Money
@@ -24,7 +24,12 @@ async def get_cart(
     session: AsyncSession, *, user_id: uuid.UUID, catalog: ProductCatalog
 ) -> CartRead:
     """The cart priced now; lines of products no longer sold are left out."""
-    lines = await repository.list_lines(session, user_id)
+    return await price(await repository.list_lines(session, user_id), catalog)
+
+
+async def price(lines: Sequence[CartLine], catalog: ProductCatalog) -> CartRead:
+    """``lines`` priced with the catalog's current entries; lines of products no longer sold
+    are left out."""
     entries = await catalog.entries([line.product_id for line in lines])
     items = []
     for line in lines:
@@ -48,6 +53,29 @@ async def get_cart(
         total=Money(amount=total, currency=SHOP_CURRENCY),
         item_count=sum(item.quantity for item in items),
     )
+
+
+class CatalogSnapshot:
+    """A :class:`ProductCatalog` that asks the real one about each product once and keeps the
+    answer, "no longer sold" included: one request's view of the catalog.
+
+    A cart write asks it before opening its write transaction. On SQLite a write
+    transaction holds the database's single write lock, so a call to another service inside
+    it would make every other cart write wait for that call (under load, past the gateway's
+    timeout); with the answers already here, the transaction asks again only about products
+    it did not see before, which only a concurrent write to the same cart can add.
+    """
+
+    def __init__(self, catalog: ProductCatalog) -> None:
+        self._catalog = catalog
+        self._answers: dict[int, CatalogEntry | None] = {}
+
+    async def entries(self, product_ids: Collection[int]) -> dict[int, CatalogEntry]:
+        unseen = sorted({p for p in product_ids if p not in self._answers})
+        if unseen:
+            found = await self._catalog.entries(unseen)
+            self._answers.update({p: found.get(p) for p in unseen})
+        return {p: entry for p in product_ids if (entry := self._answers[p]) is not None}
 
 
 async def update_item(

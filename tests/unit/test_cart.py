@@ -5,6 +5,7 @@ The cart's own table lives in a private SQLite file; the catalog is an in-memory
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Collection
 
@@ -12,11 +13,13 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shop.cart import repository, service
+from shop.cart import repository, router, service
 from shop.cart.exceptions import CartFull, ProductNotFound
 from shop.cart.ports import CatalogEntry
-from shop.cart.schemas import CartItemUpdate
+from shop.cart.schemas import CartItemUpdate, CartRead
+from shop.cart.settings import CartSettings
 from shop.kernel.db import Database
+from shop.kernel.security import Principal, Role
 from shop.kernel.types import SHOP_CURRENCY, Money
 from tests.unit.conftest import MakeDatabase
 
@@ -236,3 +239,68 @@ def test_a_cart_update_refuses_unknown_fields() -> None:
     with pytest.raises(ValidationError):
         CartItemUpdate.model_validate({"quantity": 1, "price": 0})
     assert CartItemUpdate.model_validate({"quantity": 1000}).quantity == 1000
+
+
+async def test_a_catalog_snapshot_asks_about_each_product_once(catalog: FakeCatalog) -> None:
+    snapshot = service.CatalogSnapshot(catalog)
+    assert set(await snapshot.entries([1, 404])) == {1}
+    catalog.delete(1)  # the snapshot keeps the answers it had, absence included
+    assert set(await snapshot.entries([1, 2, 404])) == {1, 2}
+    assert catalog.asked == [[1, 404], [2]]
+    assert await snapshot.entries([]) == {}
+
+
+class LockProbingCatalog(FakeCatalog):
+    """A catalog that, whenever it is asked, checks that no transaction holds the SQLite
+    database's write lock: a remote catalog call must never run inside a cart write."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.lock_held: list[bool] = []
+
+    async def entries(self, product_ids: Collection[int]) -> dict[int, CatalogEntry]:
+        probe = sqlite3.connect(self.url, timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            self.lock_held.append(False)
+        except sqlite3.OperationalError:  # "database is locked"
+            self.lock_held.append(True)
+        finally:
+            probe.close()
+        return await super().entries(product_ids)
+
+
+async def test_cart_writes_ask_the_catalog_outside_the_write_lock(db: Database) -> None:
+    path = db.engine.url.database
+    assert path is not None
+    catalog = LockProbingCatalog(path)
+    catalog.add(1, "Teapot", 1_999)
+    catalog.add(2, "Cup", 350)
+    principal = Principal(user_id=uuid.uuid4(), role=Role.CUSTOMER)
+    settings = CartSettings(max_lines=2)
+
+    async def put_item(product_id: int, quantity: int) -> CartRead:
+        return await router.put_item(
+            product_id, CartItemUpdate(quantity=quantity), principal, db, catalog, settings
+        )
+
+    await put_item(1, 2)
+    cart = await put_item(2, 1)
+    assert [(i.product_id, i.quantity) for i in cart.items] == [(1, 2), (2, 1)]
+    assert cart.total.amount == 2 * 1_999 + 350
+    catalog.delete(1)
+    cart = await router.delete_item(2, principal, db, catalog)
+    assert cart.items == []
+    with pytest.raises(ProductNotFound):
+        await put_item(404, 1)
+    catalog.add(3, "Saucer", 125)
+    catalog.add(4, "Spoon", 99)
+    await put_item(3, 1)  # the deleted product's line is dropped, so this one fits
+    cart = await put_item(4, 1)
+    assert [i.product_id for i in cart.items] == [3, 4]
+    with pytest.raises(CartFull):
+        await put_item(2, 1)
+    assert len(catalog.lock_held) >= 6
+    assert not any(catalog.lock_held), catalog.lock_held
