@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
-import shutil
 import signal
 import stat
 import subprocess
 import sys
-import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -36,7 +31,7 @@ from launcher.__main__ import main as launcher_main
 from shop.identity.tokens import generate_private_key_pem
 from shop.kernel.topology import load
 from tests import support
-from tests.system.conftest import launcher_env, pid_alive
+from tests.system.conftest import ProcessOutput, launcher_env, pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
 STEP0 = REPO / "topologies/kata-00-monolith.toml"
@@ -158,16 +153,6 @@ def key_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def work() -> Iterator[Path]:
-    """A folder with a short path: a unix socket's path holds about 100 bytes."""
-    folder = Path(tempfile.mkdtemp(prefix="kata-"))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
 def data_name() -> Iterator[str]:
     """A fresh data name; its PostgreSQL databases (if any) are dropped afterwards."""
     name = f"kt{uuid.uuid4().hex[:10]}"
@@ -245,28 +230,6 @@ def test_step_0_then_step_1_run_on_the_same_data(
     assert alive == [], f"still running: {alive}"
 
 
-def _read(stream: object, into: queue.Queue[str]) -> None:
-    for line in stream:  # type: ignore[attr-defined]
-        into.put(line.rstrip("\n"))
-
-
-def _wait_for(
-    process: subprocess.Popen[str], lines: queue.Queue[str], text: str, seen: list[str]
-) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            if process.poll() is not None and lines.empty():
-                break
-            continue
-        seen.append(line)
-        if text in line:
-            return
-    raise AssertionError(f"no {text!r} (exit {process.poll()}); output:\n" + "\n".join(seen))
-
-
 def test_cli_up_runs_step_0_on_a_data_name_without_a_gateway(
     work: Path, key_file: Path, data_name: str
 ) -> None:
@@ -310,14 +273,11 @@ def test_cli_up_runs_step_0_on_a_data_name_without_a_gateway(
         text=True,
         start_new_session=True,
     )
-    lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=_read, args=(up.stdout, lines), daemon=True)
-    reader.start()
-    seen: list[str] = []
+    out = ProcessOutput(up)
     pid = None
     try:
-        _wait_for(up, lines, "Ctrl-C stops every process.", seen)
-        output = "\n".join(seen)
+        out.wait_for("Ctrl-C stops every process.", timeout=120)
+        output = out.text
         url = f"http://127.0.0.1:{port}"
         assert f"monolith     {url}" in output, output
         assert f"docs         {url}/docs" in output, output
@@ -342,7 +302,7 @@ def test_cli_up_runs_step_0_on_a_data_name_without_a_gateway(
         down = cli("down", "--data", data_name)
         assert down.returncode == 0, down.stdout + down.stderr
         assert up.wait(timeout=60) == 0
-        reader.join(timeout=10)
+        out.drain()
         assert not sock.exists()
         assert not pid_alive(pid)
     finally:

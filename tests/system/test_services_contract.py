@@ -13,6 +13,7 @@ import pytest
 from launcher import Launcher
 from tests.system.conftest import (
     assert_contract_suite_passes,
+    assert_fuzzing_finds_nothing,
     launched,
     launcher_env,
     require_services,
@@ -61,6 +62,16 @@ def test_contract_suite_passes_through_the_gateway(
 ) -> None:
     assert services.gateway_url is not None
     assert_contract_suite_passes(services.gateway_url, signing_key_file)
+
+
+def test_fuzzing_through_the_gateway_finds_nothing(services: Launcher) -> None:
+    """The monolith's schema-driven fuzzing run, against the gateway's merged schema; no
+    process of the topology (gateway, any service) may log a traceback."""
+    assert services.gateway_url is not None
+    logs = sorted((services.run_dir / "logs").glob("*.log"))  # migrations' logs too
+    processes = {"gateway", "catalog-1", *(f"{name}-0" for name in SERVICES)}
+    assert processes <= {log.stem for log in logs}, logs
+    assert_fuzzing_finds_nothing(services.gateway_url, logs)
 
 
 def test_seed_loads_the_demo_catalog_through_the_gateway(services: Launcher) -> None:

@@ -7,14 +7,11 @@ tests say whether the launcher works, independently of the services deployables.
 from __future__ import annotations
 
 import os
-import queue
-import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +29,7 @@ from tests.system.conftest import (
     GATEWAY_BUDGET_SECONDS,
     GATEWAY_CONNECT_TIMEOUT_SECONDS,
     REPO,
+    ProcessOutput,
     launched,
     launcher_env,
     pid_alive,
@@ -259,34 +257,6 @@ def test_run_topology_round_trips_with_replicas_and_moved_ports(tmp_path: Path) 
 # --------------------------------------------------------------------------- the CLI
 
 
-def _read_lines(stream: object, into: queue.Queue[str]) -> None:
-    for line in stream:  # type: ignore[attr-defined]
-        into.put(line.rstrip("\n"))
-
-
-def _wait_for_line(
-    process: subprocess.Popen[str],
-    lines: queue.Queue[str],
-    text: str,
-    seen: list[str],
-    timeout: float,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            if process.poll() is not None and lines.empty():
-                break
-            continue
-        seen.append(line)
-        if text in line:
-            return
-    raise AssertionError(
-        f"no {text!r} within {timeout} s (exit code {process.poll()}); output:\n" + "\n".join(seen)
-    )
-
-
 def _pids(status_output: str) -> dict[str, int]:
     """``name -> pid`` from the lines of ``python -m launcher status``."""
     pids = {}
@@ -295,16 +265,6 @@ def _pids(status_output: str) -> dict[str, int]:
         if len(parts) >= 5 and parts[2] == "pid" and parts[3].isdigit():
             pids[parts[0]] = int(parts[3])
     return pids
-
-
-@pytest.fixture
-def work() -> Iterator[Path]:
-    """A temporary folder with a short path: a unix socket path holds about 100 bytes."""
-    folder = Path(tempfile.mkdtemp(prefix="shopkata-"))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_cli_up_is_controlled_through_its_socket_and_stops_on_ctrl_c(
@@ -348,14 +308,11 @@ def test_cli_up_is_controlled_through_its_socket_and_stops_on_ctrl_c(
         text=True,
         start_new_session=True,
     )
-    lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=_read_lines, args=(up.stdout, lines), daemon=True)
-    reader.start()
-    seen: list[str] = []
+    out = ProcessOutput(up)
     pids: dict[str, int] = {}
     try:
-        _wait_for_line(up, lines, "Ctrl-C stops every process.", seen, timeout=90)
-        output = "\n".join(seen)
+        out.wait_for("Ctrl-C stops every process.", timeout=90)
+        output = out.text
         assert f"gateway      {gateway}" in output, output
         assert "admin        " + support.ADMIN_EMAIL in output, output
         sock = work / "var" / "run" / "launcher-gateway-monolith.sock"
@@ -387,10 +344,8 @@ def test_cli_up_is_controlled_through_its_socket_and_stops_on_ctrl_c(
 
         up.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal sends
         assert up.wait(timeout=60) == 0
-        reader.join(timeout=10)
-        while not lines.empty():
-            seen.append(lines.get())
-        assert seen[-1] == "stopped", "\n".join(seen[-20:])
+        out.drain()
+        assert out.seen[-1] == "stopped", "\n".join(out.seen[-20:])
         assert not sock.exists()
         alive = [pid for pid in pids.values() if pid_alive(pid)]
         assert alive == [], f"still running after Ctrl-C: {alive}"
