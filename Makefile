@@ -178,11 +178,12 @@ PG_CONTRACT_TARGETS ?= $(if $(wildcard topologies/kata-04-*.toml),tests.targets:
 	$(CONTRACT_TARGETS)
 
 # Test files are spread over one pytest-xdist worker per core (at most 4; a file stays on one
-# worker, so its module fixtures are built once). PYTEST_JOBS=0 runs everything in one process.
+# worker, so its module fixtures are built once; the tests that run whole topologies as
+# processes share one worker, tests/conftest.py). PYTEST_JOBS=0 runs everything in one process.
 PYTEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ "$$n" -gt 4 ] && n=4; echo $$n)
 
 pytest: $(STAMP) ## Every test tier on SQLite, the contract suite against every topology
-	$(BIN)/pytest -q -n $(PYTEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_JOBS) --dist loadgroup $(PYTEST_ARGS)
 	@for target in $(CONTRACT_TARGETS); do \
 		echo "contract suite against $$target"; \
 		$(BIN)/pytest -q -p no:cacheprovider tests/contract --target $$target || exit 1; \
