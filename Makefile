@@ -179,7 +179,8 @@ PG_CONTRACT_TARGETS ?= $(if $(wildcard topologies/kata-04-*.toml),tests.targets:
 
 # Test files are spread over one pytest-xdist worker per core (at most 4; a file stays on one
 # worker, so its module fixtures are built once; the tests that run whole topologies as
-# processes share one worker, tests/conftest.py). PYTEST_JOBS=0 runs everything in one process.
+# processes share one worker, tests/conftest.py). PYTEST_JOBS=0 runs everything in one process,
+# as test-postgres does: two workers' topologies together exceed the server's 100 connections.
 PYTEST_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ "$$n" -gt 4 ] && n=4; echo $$n)
 
 pytest: $(STAMP) ## Every test tier on SQLite, the contract suite against every topology
@@ -192,7 +193,7 @@ pytest: $(STAMP) ## Every test tier on SQLite, the contract suite against every 
 test: lint typecheck importlint pytest ## Everything: lint, types, boundaries, all tests (SQLite)
 
 test-postgres: ## Every test tier against the PostgreSQL server at PG_URL
-	TEST_DATABASE_URL=$(PG_URL) $(MAKE) --no-print-directory pytest \
+	TEST_DATABASE_URL=$(PG_URL) $(MAKE) --no-print-directory pytest PYTEST_JOBS=0 \
 		CONTRACT_TARGETS="$(PG_CONTRACT_TARGETS)" PYTEST_ARGS='-m "not once"'
 
 clean: ## Remove the virtualenvs, local databases and caches

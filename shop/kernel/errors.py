@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
@@ -211,9 +212,39 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+DATABASE_RETRY_AFTER_SECONDS = 1
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says no connection to the database could be had (refused, the
+    server's connection limit, the pool's timeout), as opposed to a failing statement."""
+    if isinstance(exc, sa_exc.TimeoutError):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and (
+        exc.statement is None or exc.connection_invalidated
+    )
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not database_unreachable(exc):
+        return await _unexpected(request, exc)
+    # An outage of a dependency, not a bug: one log line, a 503 the client may retry.
+    logger.warning(
+        "database unavailable on %s %s: %s", request.method, request.url.path, exc.__class__
+    )
+    return problem_response(
+        503,
+        "database-unavailable",
+        "Database unavailable",
+        "The database could not be reached; try again shortly.",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error of ``app`` as problem+json."""
     app.add_exception_handler(ShopError, _shop_error)
+    app.add_exception_handler(sa_exc.SQLAlchemyError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import Field, TypeAdapter, ValidationError
 from sqlalchemy import Dialect
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -97,6 +98,14 @@ def make_app() -> FastAPI:
     @app.get("/teapot")
     async def teapot() -> None:
         raise Teapot("Short and stout.")
+
+    @app.get("/db/{kind}")
+    async def db_error(kind: str) -> None:
+        if kind == "pool":
+            raise sa_exc.TimeoutError("QueuePool limit of size 10 overflow 10 reached")
+        if kind == "connect":  # how a refused or over-limit connection arrives
+            raise sa_exc.DBAPIError(None, None, ConnectionError("too many clients already"))
+        raise sa_exc.DBAPIError("SELECT broken", {}, ValueError(SECRET))
 
     @app.get("/unauthorized")
     async def unauthorized() -> None:
@@ -280,6 +289,22 @@ async def test_an_unhandled_error_is_a_500_problem_that_leaks_nothing(
     assert "Traceback" not in resp.text
     assert body["detail"] == "An unexpected error occurred."
     assert any("/boom" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_database_out_of_reach_is_a_503_to_retry_not_a_500(
+    client: httpx2.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    for kind in ("pool", "connect"):
+        resp = await client.get(f"/db/{kind}")
+        body = problem(resp, 503, "database-unavailable")
+        assert resp.headers["Retry-After"] == "1"
+        assert body["detail"] == "The database could not be reached; try again shortly."
+        assert "too many clients" not in resp.text
+    # A statement that fails is a bug: a 500 that leaks nothing.
+    with caplog.at_level(logging.ERROR, logger="shop.errors"):
+        resp = await client.get("/db/statement")
+    problem(resp, 500, "internal-error")
+    assert SECRET not in resp.text
 
 
 def test_problems_documents_problem_json_responses() -> None:
