@@ -14,7 +14,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -31,7 +30,7 @@ from launcher.__main__ import main as launcher_main
 from shop.identity.tokens import generate_private_key_pem
 from shop.kernel.topology import load
 from tests import support
-from tests.system.conftest import ProcessOutput, launcher_env, pid_alive
+from tests.system.conftest import LauncherCli, launcher_env, pid_alive
 
 REPO = Path(__file__).resolve().parents[2]
 STEP0 = REPO / "topologies/kata-00-monolith.toml"
@@ -238,42 +237,19 @@ def test_cli_up_runs_step_0_on_a_data_name_without_a_gateway(
     env = launcher_env(key_file, PYTHONPATH=str(REPO))
     choice = _choice()
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(  # noqa: S603 (our interpreter, our module)
-            [sys.executable, "-m", "launcher", *args],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    up = subprocess.Popen(  # noqa: S603 (our interpreter, our module)
-        [
-            sys.executable,
-            "-m",
-            "launcher",
-            "up",
-            "--topology",
-            str(STEP0),
-            "--data",
-            data_name,
-            "--database",
-            choice,
-            "--port",
-            str(port),
-            "--no-seed",
-        ],
-        cwd=work,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    cli = LauncherCli(work, env)
+    out = cli.up(
+        "--topology",
+        str(STEP0),
+        "--data",
+        data_name,
+        "--database",
+        choice,
+        "--port",
+        str(port),
+        "--no-seed",
     )
-    out = ProcessOutput(up)
+    up = out.process
     pid = None
     try:
         out.wait_for("Ctrl-C stops every process.", timeout=120)
@@ -293,13 +269,13 @@ def test_cli_up_runs_step_0_on_a_data_name_without_a_gateway(
         ready = httpx2.get(f"{url}/readyz", timeout=10, trust_env=False)
         assert ready.status_code == 200, ready.text
 
-        status = cli("status", "--data", data_name)
+        status = cli.run("status", "--data", data_name)
         assert status.returncode == 0, status.stdout + status.stderr
         parts = next(line.split() for line in status.stdout.splitlines() if "monolith-0" in line)
         pid = int(parts[3])
         assert parts[-1] == "running"
 
-        down = cli("down", "--data", data_name)
+        down = cli.run("down", "--data", data_name)
         assert down.returncode == 0, down.stdout + down.stderr
         assert up.wait(timeout=60) == 0
         out.drain()

@@ -115,6 +115,41 @@ class ProcessOutput:
             self.seen.append(self._lines.get())
 
 
+@dataclass(frozen=True)
+class LauncherCli:
+    """``python -m launcher`` as a developer runs it, from the folder ``cwd`` (its var/ holds
+    the run's databases, logs and control socket)."""
+
+    cwd: Path
+    env: dict[str, str]
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A one-shot command (status, stop, down...), bounded in time."""
+        return subprocess.run(  # noqa: S603 (our interpreter, our module)
+            [sys.executable, "-m", "launcher", *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    def up(self, *args: str) -> ProcessOutput:
+        """``up`` in the foreground, in its own session; stop it with SIGINT or ``down``."""
+        process = subprocess.Popen(  # noqa: S603 (our interpreter, our module)
+            [sys.executable, "-m", "launcher", "up", *args],
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        return ProcessOutput(process)
+
+
 def assert_contract_suite_passes(base_url: str, signing_key_file: Path) -> None:
     """Run the whole black-box contract suite against a running deployment, in a subprocess."""
     result = subprocess.run(  # noqa: S603 (our own interpreter running our own suite)

@@ -11,7 +11,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from tests.system.conftest import (
     GATEWAY_BUDGET_SECONDS,
     GATEWAY_CONNECT_TIMEOUT_SECONDS,
     REPO,
-    ProcessOutput,
+    LauncherCli,
     launched,
     launcher_env,
     pid_alive,
@@ -276,39 +275,10 @@ def test_cli_up_is_controlled_through_its_socket_and_stops_on_ctrl_c(
     gateway = f"http://127.0.0.1:{(topology.gateway_port or 0) + offset}"
     env = launcher_env(signing_key_file, PYTHONPATH=str(REPO))
 
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(  # noqa: S603 (our interpreter, our module)
-            [sys.executable, "-m", "launcher", *args],
-            cwd=work,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
     # The run's files (databases, logs, socket) land under the cwd's var/: the short folder.
-    up = subprocess.Popen(  # noqa: S603 (our interpreter, our module)
-        [
-            sys.executable,
-            "-m",
-            "launcher",
-            "up",
-            "--topology",
-            str(REPO / TOPOLOGY),
-            "--port-offset",
-            str(offset),
-            "--no-seed",
-        ],
-        cwd=work,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    out = ProcessOutput(up)
+    cli = LauncherCli(work, env)
+    out = cli.up("--topology", str(REPO / TOPOLOGY), "--port-offset", str(offset), "--no-seed")
+    up = out.process
     pids: dict[str, int] = {}
     try:
         out.wait_for("Ctrl-C stops every process.", timeout=90)
@@ -321,16 +291,16 @@ def test_cli_up_is_controlled_through_its_socket_and_stops_on_ctrl_c(
         assert (work / "var" / "gateway-monolith" / "monolith.db").exists()
         assert (work / "var" / "gateway-monolith" / "logs" / "monolith-0.log").exists()
 
-        status = cli("status")
+        status = cli.run("status")
         assert status.returncode == 0, status.stdout + status.stderr
         pids = _pids(status.stdout)
         assert set(pids) == {"monolith-0", "gateway"}, status.stdout
         assert "running" in status.stdout
 
-        restart = cli("restart", "monolith")
+        restart = cli.run("restart", "monolith")
         assert restart.returncode == 0, restart.stdout + restart.stderr
         assert "restarted monolith" in restart.stdout
-        again = _pids(restart.stdout) or _pids(cli("status").stdout)
+        again = _pids(restart.stdout) or _pids(cli.run("status").stdout)
         pids.update({f"old-{name}": pid for name, pid in pids.items()})
         pids.update(again)
         assert pids["monolith-0"] != pids["old-monolith-0"]
@@ -338,7 +308,7 @@ def test_cli_up_is_controlled_through_its_socket_and_stops_on_ctrl_c(
         assert not pid_alive(pids["old-monolith-0"])
         wait_for_status(f"{gateway}/products")
 
-        unknown = cli("stop", "nosuch")
+        unknown = cli.run("stop", "nosuch")
         assert unknown.returncode == 1
         assert "no service or process named 'nosuch'" in unknown.stdout
 
@@ -349,7 +319,7 @@ def test_cli_up_is_controlled_through_its_socket_and_stops_on_ctrl_c(
         assert not sock.exists()
         alive = [pid for pid in pids.values() if pid_alive(pid)]
         assert alive == [], f"still running after Ctrl-C: {alive}"
-        assert cli("status").returncode == 1
+        assert cli.run("status").returncode == 1
     finally:
         if up.poll() is None:
             up.terminate()  # the launcher stops its children on SIGTERM
