@@ -19,14 +19,31 @@ service restarted within its timeouts, a Locust run without a failure). They run
 the other on one xdist worker, so two of them never compete for the same cores."""
 
 
+DATABASE_INDEPENDENT_FILES = (
+    "tests/unit/",
+    "tests/gateway/",
+    "tests/containers/",
+    "tests/loadtests/test_checks.py",
+    "tests/loadtests/test_report.py",
+    "tests/loadtests/test_bench_options.py",
+)
+"""Tests that never touch the database under test: the unit tier (fakes for ports, a private
+SQLite file per test whatever TEST_DATABASE_URL says), the gateway (fake upstreams), the
+container files, the benchmark's checks, report and options. They are marked ``once``: the
+PostgreSQL pass (``make test-postgres``) would only run them a second time, unchanged."""
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """One xdist group per test file (``--dist loadgroup`` keeps a file on one worker, so its
-    module fixtures are built once), except the live-process files: one group together."""
+    module fixtures are built once), except the live-process files: one group together.
+    Database-independent files are marked ``once``."""
     root = Path(__file__).resolve().parent.parent
     for item in items:
         path = item.path.resolve().relative_to(root).as_posix()
         live = any(path.startswith(prefix) for prefix in LIVE_PROCESS_FILES)
         item.add_marker(pytest.mark.xdist_group("live-processes" if live else path))
+        if any(path.startswith(prefix) for prefix in DATABASE_INDEPENDENT_FILES):
+            item.add_marker(pytest.mark.once)
 
 
 @pytest.fixture
