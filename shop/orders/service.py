@@ -95,7 +95,16 @@ async def create_order(
     if existing is not None:
         return _replay(existing, request_hash)
 
-    order = await _new_order(ports, user_id, idempotency_key, request_hash, data)
+    try:
+        order = await _new_order(ports, user_id, idempotency_key, request_hash, data)
+    except CartEmpty:
+        # A duplicate of this request may have checked the cart out since the lookup above:
+        # it stores its order before it empties the cart, so the key shows it now.
+        async with db.reader() as session:
+            raced = await repository.get_by_key(session, user_id, idempotency_key)
+        if raced is not None:
+            return _replay(raced, request_hash)
+        raise
     async with db.writer() as session, session.begin():
         if not await repository.add(session, order):
             raced = await repository.get_by_key(session, user_id, idempotency_key)

@@ -707,6 +707,59 @@ async def test_concurrent_requests_with_one_key_make_one_order_and_one_charge(
     assert (world.stock.on_hand[1], world.stock.reserved[1]) == (8, 0)
 
 
+class LateCart:
+    """The cart as a duplicate request sees it when it reads the cart only after the first
+    request has finished the whole checkout (the lines it bought are gone by then)."""
+
+    def __init__(self, cart: FakeCart) -> None:
+        self.cart = cart
+        self.entered = anyio.Event()
+        self.gate = anyio.Event()
+
+    async def lines(self, user_id: uuid.UUID) -> list[CartLine]:
+        self.entered.set()
+        await self.gate.wait()
+        return await self.cart.lines(user_id)
+
+    async def remove(self, user_id: uuid.UUID, product_ids: Collection[int]) -> None:
+        await self.cart.remove(user_id, product_ids)
+
+
+async def test_a_duplicate_that_finds_the_cart_checked_out_replays_the_first_answer(
+    world: World,
+) -> None:
+    user = customer()
+    fill_cart(world, user.user_id)
+    late = LateCart(world.cart)
+    late_ports = CheckoutPorts(
+        cart=late, prices=world.prices, stock=world.stock, payments=world.payments
+    )
+    duplicate: list[StoredResponse] = []
+
+    async def run_duplicate() -> None:
+        duplicate.append(
+            await service.create_order(
+                world.db,
+                ports=late_ports,
+                user_id=user.user_id,
+                idempotency_key="key-1",
+                data=order_create(),
+            )
+        )
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run_duplicate)
+            await late.entered.wait()  # past its key lookup: no order yet
+            first = await world.checkout(user.user_id)
+            assert world.cart.of(user.user_id) == {}
+            late.gate.set()
+
+    assert first.status_code == 201
+    assert duplicate == [first]
+    assert world.log.count("payments.charge") == 1
+
+
 async def test_keys_belong_to_one_user(world: World) -> None:
     alice, bob = customer(), customer()
     fill_cart(world, alice.user_id)
