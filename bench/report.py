@@ -199,7 +199,18 @@ class Target:
             return ""
         if not self.threshold:
             return f"{self.value:g} over"
-        return f"{abs(self.value - self.threshold) / self.threshold:.0%} off"
+        share = abs(self.value - self.threshold) / self.threshold
+        # A miss under 1% must not read "0% off": show it with the digits it needs.
+        return f"{share:.0%} off" if share >= 0.005 else f"{share:.2%} off"
+
+    @property
+    def shown(self) -> str:
+        """The measured value with two decimals, or three where two would round a miss
+        onto the threshold (0.598 against 0.6 shows as 0.598, not 0.60)."""
+        two = _fmt(self.value, 2)
+        if not self.met and self.threshold and two == _fmt(self.threshold, 2):
+            return _fmt(self.value, 3)
+        return two
 
 
 def evaluate_targets(
@@ -474,9 +485,7 @@ def targets_table(targets: Sequence[Target]) -> str:
     lines = ["| target | measured | goal | met | detail |", "|---|---|---|---|---|"]
     for target in targets:
         met = "yes" if target.met else f"**no** ({target.miss})"
-        lines.append(
-            f"| {target.name} | {_fmt(target.value, 2)} | {target.goal} | {met} | {target.note} |"
-        )
+        lines.append(f"| {target.name} | {target.shown} | {target.goal} | {met} | {target.note} |")
     return "\n".join(lines)
 
 

@@ -188,6 +188,17 @@ def test_missed_targets_say_by_how_much() -> None:
     assert targets[-1].miss == ""
 
 
+def test_a_miss_by_less_than_a_percent_is_not_shown_as_met() -> None:
+    mono = rep.summarise([step("monolith", 8, 400, p50=4)])
+    serv = rep.summarise([step("services", 8, 239.5, p50=8)])
+    targets = rep.evaluate_targets(mono, serv, direct=None, via_gateway=None, failures=0)
+    throughput = next(t for t in targets if "throughput" in t.name)
+    assert not throughput.met
+    assert throughput.miss == "0.21% off"  # 0.59875 against 0.6
+    assert throughput.shown == "0.599"
+    assert "| 0.599 | >= 0.6 | **no** (0.21% off) |" in rep.targets_table(targets)
+
+
 def test_capacity_table_has_a_total() -> None:
     projection = rep.capacity_projection({"gateway": 500.0, "catalog": 1500.0}, [1000])
     table = rep.capacity_table(projection, [1000])
