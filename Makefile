@@ -150,7 +150,7 @@ bench: $(STAMP) ## Full benchmark, monolith vs services: bench/results/<timestam
 bench-quick: $(STAMP) ## Short benchmark for CI and demos (under 3 minutes)
 	$(BIN)/python -m bench --quick
 
-bench-kata: $(STAMP) ## Every kata step on a short ladder, side by side (about 7 minutes)
+bench-kata: $(STAMP) ## Every kata step on a short ladder, side by side (about 4 minutes)
 	$(BIN)/python -m bench --quick --kata --only-steps
 
 loadtest: $(STAMP) ## Locust shopper against HOST (URL); UI=1 web UI, WORKERS=n distributed
