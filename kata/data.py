@@ -81,7 +81,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from kata import steps
-from launcher import databases
+from launcher import control, databases
 from launcher.databases import DatabaseSetupError
 from shop.cart import models as cart_models
 from shop.catalog import models as catalog_models
@@ -900,6 +900,14 @@ async def _run(args: argparse.Namespace) -> int:
             upto = "up to " if args.up_to else ""
             _say(f"step {upto}{step.number} ({step.title}) extracts no context: no data to move")
             return 0
+        live = control.running(args.data)
+        if live is not None:
+            # Rows written while they move would be left behind, or moved twice.
+            raise DataMoveError(
+                f"a deployment runs on these databases (its launcher answers on {live}):"
+                f" stop it first (`python -m launcher down --data {args.data}`), then move"
+                " the data"
+            )
     elif all(explicit):
         if args.up_to:
             raise _Usage("--up-to goes with --step")

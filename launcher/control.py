@@ -47,6 +47,12 @@ def socket_path(data_name: str, run_dir: Path = RUN_DIR) -> Path:
     return run_dir / f"launcher-{data_name}.sock"
 
 
+def running(data_name: str, run_dir: Path = RUN_DIR) -> Path | None:
+    """The control socket of the ``up`` that runs on this data name, if one answers."""
+    path = socket_path(data_name, run_dir)
+    return path if path.exists() and _answers(path) else None
+
+
 def _processes(launcher: Launcher) -> list[dict[str, Any]]:
     return [{**asdict(info), "log_file": str(info.log_file)} for info in launcher.processes()]
 

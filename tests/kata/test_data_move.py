@@ -10,6 +10,7 @@ Each test runs on SQLite, or on PostgreSQL with TEST_DATABASE_URL, on scratch da
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kata import data, steps
 from kata.__main__ import main as kata_main
-from launcher import databases
+from launcher import control, databases
 from monolith.app import create_app
 from services.identity.app import create_app as create_identity_service
 from services.settings import ServiceSettings
@@ -675,6 +676,32 @@ async def _drop(server: str, names: list[str]) -> None:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+def test_the_command_refuses_while_a_launcher_runs_on_the_data(
+    layout: Layout,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    work: Path,
+) -> None:
+    monolith = layout.url("monolith")
+    if support.postgres_server_url() is not None:
+        asyncio.run(databases.ensure_postgres_databases_async(layout.database, {"m": monolith}))
+    asyncio.run(asyncio.wait_for(fill_monolith(monolith), TEST_SECONDS))
+    monkeypatch.chdir(work)  # a short path: a unix socket's holds about 100 bytes
+    path = control.socket_path(layout.data)
+    path.parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))  # what `python -m launcher up --data <name>` listens on
+        listener.listen()
+        assert _kata("--step", "2", *layout.args()) == 1
+        out, err = capsys.readouterr()
+        assert err.startswith("error: a deployment runs on these databases"), err
+        assert f"python -m launcher down --data {layout.data}" in err
+        assert "copied" not in out, out  # refused before anything moved
+    path.unlink()
+    assert _kata("--step", "2", *layout.args()) == 0
+    assert "moved and verified" in capsys.readouterr().out
 
 
 def test_the_command_moves_a_step_on_the_launchers_databases(
