@@ -392,9 +392,17 @@ class Launcher:
             if process.stdout is not None:
                 process.stdout.close()
         if code != 0:
+            admin = ("IDENTITY_BOOTSTRAP_ADMIN_EMAIL", "IDENTITY_BOOTSTRAP_ADMIN_PASSWORD")
+            hint = (
+                ""
+                if all(self._base_env.get(name) for name in admin)
+                else f"\nseeding signs in as the admin, and {' / '.join(admin)} are not set:"
+                " set them (make sets local defaults) or pass --no-seed"
+            )
             raise LauncherError(
                 f"seeding (pid {process.pid}) failed with exit code {code}:\n"
                 + _indent("\n".join(lines[-LOG_TAIL_LINES:]))
+                + hint
             )
 
     def __enter__(self) -> Launcher:

@@ -141,6 +141,33 @@ def test_no_gateway_topology_seeds_through_its_one_service(tmp_path: Path) -> No
     assert lonely.started_pids == []
 
 
+@pytest.mark.parametrize("admin", [False, True], ids=["no-admin", "admin"])
+def test_a_failed_seed_names_the_missing_admin_settings(tmp_path: Path, admin: bool) -> None:
+    # Nothing listens on the relocated port, so the seed fails whatever the settings; the
+    # error says what to set only when the admin settings are what is missing.
+    step0 = topologies.relocate(load(STEP0), offset=topologies.free_port_offset(load(STEP0)))
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("IDENTITY_BOOTSTRAP_ADMIN_")
+    }
+    if admin:
+        env |= {
+            "IDENTITY_BOOTSTRAP_ADMIN_EMAIL": "admin@example.com",
+            "IDENTITY_BOOTSTRAP_ADMIN_PASSWORD": "not-a-placeholder",
+        }
+    launcher = Launcher(
+        step0, databases={"monolith": "sqlite+aiosqlite:///x.db"}, run_dir=tmp_path, env=env
+    )
+    with pytest.raises(
+        LauncherError, match=r"seeding \(pid \d+\) failed with exit code"
+    ) as failure:
+        launcher.seed()
+    hint = "IDENTITY_BOOTSTRAP_ADMIN_EMAIL / IDENTITY_BOOTSTRAP_ADMIN_PASSWORD are not set"
+    assert (hint in str(failure.value)) is not admin, str(failure.value)
+    assert "--no-seed" in str(failure.value) or admin
+
+
 # --------------------------------------------------------------------------- processes
 
 
