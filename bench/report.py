@@ -201,7 +201,7 @@ class Target:
             return f"{self.value:g} over"
         share = abs(self.value - self.threshold) / self.threshold
         # A miss under 1% must not read "0% off": show it with the digits it needs.
-        return f"{share:.0%} off" if share >= 0.005 else f"{share:.2%} off"
+        return f"{share:.0%} off" if share >= 0.01 else f"{share:.2%} off"
 
     @property
     def shown(self) -> str:

@@ -90,20 +90,18 @@ async def create_order(
     Takes the database rather than a session: the saga commits after every step.
     """
     request_hash = _request_hash(data)
-    async with db.reader() as session:
-        existing = await repository.get_by_key(session, user_id, idempotency_key)
-    if existing is not None:
-        return _replay(existing, request_hash)
+    answered = await _answer_of_key(db, user_id, idempotency_key, request_hash)
+    if answered is not None:
+        return answered
 
     try:
         order = await _new_order(ports, user_id, idempotency_key, request_hash, data)
     except CartEmpty:
         # A duplicate of this request may have checked the cart out since the lookup above:
         # it stores its order before it empties the cart, so the key shows it now.
-        async with db.reader() as session:
-            raced = await repository.get_by_key(session, user_id, idempotency_key)
-        if raced is not None:
-            return _replay(raced, request_hash)
+        answered = await _answer_of_key(db, user_id, idempotency_key, request_hash)
+        if answered is not None:
+            return answered
         raise
     async with db.writer() as session, session.begin():
         if not await repository.add(session, order):
@@ -116,6 +114,15 @@ async def create_order(
         logger.exception("checkout %s failed unexpectedly; finishing it now", order.id)
         await _recover_quietly(db, ports, order.id)
         raise
+
+
+async def _answer_of_key(
+    db: Database, user_id: uuid.UUID, idempotency_key: str, request_hash: str
+) -> StoredResponse | None:
+    """The stored answer of a checkout already made with this key (or its refusal), if any."""
+    async with db.reader() as session:
+        existing = await repository.get_by_key(session, user_id, idempotency_key)
+    return None if existing is None else _replay(existing, request_hash)
 
 
 async def _new_order(

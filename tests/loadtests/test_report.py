@@ -197,6 +197,10 @@ def test_a_miss_by_less_than_a_percent_is_not_shown_as_met() -> None:
     assert throughput.miss == "0.21% off"  # 0.59875 against 0.6
     assert throughput.shown == "0.599"
     assert "| 0.599 | >= 0.6 | **no** (0.21% off) |" in rep.targets_table(targets)
+    closer = rep.summarise([step("services", 8, 238, p50=8)])
+    targets = rep.evaluate_targets(mono, closer, direct=None, via_gateway=None, failures=0)
+    throughput = next(t for t in targets if "throughput" in t.name)
+    assert (throughput.shown, throughput.miss) == ("0.59", "0.83% off")  # 0.595: not "1% off"
 
 
 def test_capacity_table_has_a_total() -> None:
