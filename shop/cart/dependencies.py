@@ -12,7 +12,7 @@ from shop.kernel.ports import provide
 from shop.kernel.types import MAX_INT32
 
 
-def cart_settings(request: Request) -> CartSettings:
+async def cart_settings(request: Request) -> CartSettings:
     settings = getattr(request.app.state, "cart_settings", None)
     if not isinstance(settings, CartSettings):
         raise RuntimeError("app.state.cart_settings is not set")

@@ -36,7 +36,7 @@ class IdentityRuntime:
         )
 
 
-def identity_runtime(request: Request) -> IdentityRuntime:
+async def identity_runtime(request: Request) -> IdentityRuntime:
     runtime = getattr(request.app.state, "identity", None)
     if not isinstance(runtime, IdentityRuntime):
         raise RuntimeError("app.state.identity is not set: create the app with its lifespan")

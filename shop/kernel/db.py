@@ -1,6 +1,7 @@
 """Database engine and session helpers shared by every deployable.
 
-SQLite (aiosqlite) is the embedded default: WAL journal, a busy timeout, and write
+SQLite is the embedded default (SQLAlchemy's aiosqlite dialect over the connection of
+``shop.kernel.sqlite``): WAL journal, a busy timeout, and write
 transactions opened with ``BEGIN IMMEDIATE`` so that concurrent writers queue on the busy
 timeout instead of failing on a stale snapshot. PostgreSQL runs on asyncpg.
 """
@@ -25,6 +26,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import NullPool
+
+from shop.kernel import sqlite
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -90,27 +93,34 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         return create_async_engine(
             url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, echo=echo
         )
-    memory = make_url(url).database in (None, "", ":memory:")
+    parsed = make_url(url)
+    memory = parsed.database in (None, "", ":memory:")
     kwargs: dict[str, Any] = {"poolclass": NullPool} if memory else {"pool_size": pool_size}
+    # aiosqlite's dialect, with a connection that costs one thread hop per statement instead
+    # of four (shop.kernel.sqlite). The connection is in autocommit mode: "begin" below
+    # decides when a transaction starts, and in which mode.
     engine = create_async_engine(
-        url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
+        url,
+        echo=echo,
+        async_creator=sqlite.creator(
+            parsed.database or ":memory:",
+            pragmas=(
+                "PRAGMA journal_mode=WAL",
+                "PRAGMA synchronous=NORMAL",
+                f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+                "PRAGMA foreign_keys=ON",
+            ),
+            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+            uri=parsed.query.get("uri") == "true",
+        ),
+        **kwargs,
     )
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control from the driver so that "begin" below decides the mode.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        # Sent with the transaction's first statement, in the same hop to the thread.
+        conn.connection.driver_connection.begin_with_next(f"BEGIN {mode}")
 
     return engine
 
@@ -157,12 +167,18 @@ class Database:
         await self.engine.dispose()
 
 
-def database(request: Request) -> Database:
+def app_database(request: Request) -> Database:
     """The deployable's database, made in its lifespan and kept on ``app.state``."""
     db = getattr(request.app.state, "database", None)
     if not isinstance(db, Database):
         raise RuntimeError("app.state.database is not set: create the app with its lifespan")
     return db
+
+
+async def database(request: Request) -> Database:
+    """:func:`app_database` as a dependency (``async``: a plain ``def`` dependency would cost
+    a hop to the thread pool on every request)."""
+    return app_database(request)
 
 
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -186,7 +202,7 @@ async def _transaction(
 
 async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request, committed when the endpoint returns without error."""
-    db = database(request)
+    db = app_database(request)
     factory = db.reader if request.method in _SAFE_METHODS else db.writer
     async with _transaction(db, factory) as session:
         yield session
@@ -194,7 +210,7 @@ async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 async def read_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A read-only transaction whatever the method (e.g. a login, which is a POST)."""
-    db = database(request)
+    db = app_database(request)
     async with _transaction(db, db.reader) as session:
         yield session
 

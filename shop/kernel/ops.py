@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 
-from shop.kernel.db import database
+from shop.kernel.db import app_database
 from shop.kernel.errors import ServiceUnavailable, problems
 
 router = APIRouter(tags=["ops"])
@@ -33,7 +33,7 @@ async def healthz() -> Health:
 async def readyz(request: Request) -> Readiness:
     """The process can serve: its database answers."""
     try:
-        await database(request).ping()
+        await app_database(request).ping()
     except (SQLAlchemyError, OSError) as exc:
         raise ServiceUnavailable(f"The database is not reachable: {type(exc).__name__}.") from exc
     return Readiness(checks={"database": "ok"})

@@ -36,7 +36,7 @@ IDEMPOTENCY_KEY_OPENAPI = {
 }
 
 
-def idempotency_key(request: Request) -> str:
+async def idempotency_key(request: Request) -> str:
     key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
     if key is None or not re.fullmatch(_KEY_PATTERN, key):
         raise IdempotencyKeyMissing(

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from shop.payments.processor import FakeCardProcessor
 
 
-def card_processor(request: Request) -> FakeCardProcessor:
+async def card_processor(request: Request) -> FakeCardProcessor:
     processor = getattr(request.app.state, "card_processor", None)
     if not isinstance(processor, FakeCardProcessor):
         raise RuntimeError("app.state.card_processor is not set")

@@ -1,0 +1,234 @@
+"""An asyncio SQLite connection that costs one thread round trip per statement.
+
+SQLAlchemy's ``sqlite+aiosqlite`` dialect drives the ``aiosqlite`` package, which runs each
+connection on a thread of its own (right: a query, or a writer waiting on SQLite's busy
+timeout, never blocks the event loop), but hops to that thread and back for every step of
+every statement: make a cursor, execute, fetch, close. A product view (begin, two selects,
+commit, the pool's reset) took 13 round trips, each a queue hand-off, a thread wake-up and
+a wake-up of the event loop; on one core the round trips were most of the request's CPU
+(docs/benchmarks.md, "Where the time went").
+
+This module keeps aiosqlite's model (one thread per connection, the event loop never waits
+on SQLite) and its surface as SQLAlchemy's adapter uses it, but does a statement's work in
+one round trip: execute and fetch every row on the thread, then hand the rows back. A
+``BEGIN`` is sent with the transaction's first statement (:meth:`Connection.begin_with_next`),
+and ending a transaction that never started costs nothing. The product view now takes 3.
+
+Plug it in with ``create_async_engine(url, async_creator=...)`` (:func:`creator`); the dialect,
+the URL (``sqlite+aiosqlite``) and the SQL stay SQLAlchemy's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from queue import SimpleQueue
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+_STOP = object()
+
+Description = tuple[tuple[str, None, None, None, None, None, None], ...] | None
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _serve(jobs: SimpleQueue[Any]) -> None:
+    """The connection's thread: run each job, answer on the loop that asked."""
+    while True:
+        job = jobs.get()
+        if job is _STOP:
+            return
+        loop, future, function = job
+        try:
+            result, error = function(), None
+        except BaseException as exc:  # handed to the awaiting coroutine, not lost
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_resolve, future, result, error)
+
+
+class Cursor:
+    """A cursor whose ``execute`` runs the statement and fetches its rows in one hop."""
+
+    arraysize = 1
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._rows: list[Any] = []
+        self.description: Description = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+
+    async def __aenter__(self) -> Cursor:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> Cursor:
+        self._set(await self._connection._statement(sql, parameters or (), many=False))
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> Cursor:
+        self._set(await self._connection._statement(sql, list(parameters), many=True))
+        return self
+
+    def _set(self, outcome: tuple[list[Any], Description, int, int | None]) -> None:
+        self._rows, self.description, self.rowcount, self.lastrowid = outcome
+
+    async def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        size = size or self.arraysize
+        rows, self._rows = self._rows[:size], self._rows[size:]
+        return rows
+
+    async def fetchall(self) -> list[Any]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    async def close(self) -> None:
+        self._rows = []
+
+    async def setinputsizes(self, *_: Any) -> None:
+        return None
+
+
+class Connection:
+    """One ``sqlite3`` connection on a thread of its own (aiosqlite's surface, fewer hops)."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._jobs: SimpleQueue[Any] = SimpleQueue()
+        self._thread = threading.Thread(
+            target=_serve, args=(self._jobs,), name="sqlite", daemon=True
+        )
+        self._thread.start()
+        self._connect = connect
+        self._conn: sqlite3.Connection | None = None
+        self._begin: str | None = None
+
+    async def _open(self) -> Connection:
+        self._conn = await self._run(self._connect)
+        return self
+
+    @property
+    def _connection(self) -> sqlite3.Connection | None:
+        """The open ``sqlite3`` connection (SQLAlchemy's adapter tests it for truth)."""
+        return self._conn
+
+    @property
+    def isolation_level(self) -> str | None:
+        return self._live().isolation_level
+
+    def _live(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        return self._conn
+
+    async def _run(self, function: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((loop, future, function))
+        return await future
+
+    def begin_with_next(self, statement: str) -> None:
+        """Send ``statement`` (a ``BEGIN ...``) with the next one, in the same hop."""
+        self._begin = statement
+
+    async def _statement(
+        self, sql: str, parameters: Any, *, many: bool
+    ) -> tuple[list[Any], Description, int, int | None]:
+        conn = self._live()
+        begin, self._begin = self._begin, None
+
+        def run() -> tuple[list[Any], Description, int, int | None]:
+            if begin is not None:
+                conn.execute(begin)
+            # If the statement fails, the transaction begun with it stays open, as if the
+            # BEGIN had been sent alone: SQLAlchemy rolls it back.
+            cursor = conn.executemany(sql, parameters) if many else conn.execute(sql, parameters)
+            rows = cursor.fetchall() if cursor.description else []
+            return rows, cursor.description, cursor.rowcount, cursor.lastrowid
+
+        return await self._run(run)
+
+    async def _end(self, action: Callable[[], None]) -> None:
+        if self._begin is not None:
+            # BEGIN was never sent: there is no transaction to end.
+            self._begin = None
+            return
+        conn = self._live()
+        if conn.in_transaction:
+            await self._run(action)
+
+    async def commit(self) -> None:
+        await self._end(self._live().commit)
+
+    async def rollback(self) -> None:
+        await self._end(self._live().rollback)
+
+    def cursor(self) -> Cursor:
+        self._live()
+        return Cursor(self)
+
+    async def create_function(self, *args: Any, **kwargs: Any) -> None:
+        conn = self._live()
+        await self._run(lambda: conn.create_function(*args, **kwargs))
+
+    async def close(self) -> None:
+        if self._conn is None:
+            return
+        conn, self._conn = self._conn, None
+        try:
+            await self._run(conn.close)
+        finally:
+            self._jobs.put(_STOP)
+
+    def stop(self) -> None:
+        """Close without waiting (SQLAlchemy's terminate, e.g. when the loop is gone)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._jobs.put((_Discard(), _Discard(), conn.close))
+        self._jobs.put(_STOP)
+
+
+class _Discard:
+    """Stands in for the loop and the future of a job nobody awaits."""
+
+    def call_soon_threadsafe(self, *_: Any) -> None:
+        return None
+
+
+def creator(
+    database: str, *, pragmas: Sequence[str], timeout: float, uri: bool = False
+) -> Callable[[], Any]:
+    """An ``async_creator`` for ``create_async_engine``: opens ``database`` with ``pragmas``.
+
+    The connection runs in autocommit mode (``isolation_level=None``): transactions begin
+    only where SQLAlchemy begins them, with the mode the engine's ``begin`` event chooses.
+    """
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            database, timeout=timeout, isolation_level=None, check_same_thread=False, uri=uri
+        )
+        for pragma in pragmas:
+            conn.execute(pragma)
+        return conn
+
+    async def open_connection() -> Connection:
+        return await Connection(connect)._open()
+
+    return open_connection

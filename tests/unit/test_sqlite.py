@@ -1,0 +1,150 @@
+"""The SQLite connection behind the engine (shop.kernel.sqlite): one hop per statement,
+transactions where SQLAlchemy begins them, writers that wait without blocking the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Integer, String, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shop.kernel import sqlite
+from shop.kernel.db import Database
+
+pytestmark = pytest.mark.anyio
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Thing(Base):
+    __tablename__ = "things"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(20), unique=True)
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> collections.Counter[str]:
+    """Round trips to the connections' threads, by what they ran."""
+    counts: collections.Counter[str] = collections.Counter()
+    run = sqlite.Connection._run
+
+    async def counting(self: sqlite.Connection, function: Any) -> Any:
+        counts[getattr(function, "__name__", "?")] += 1
+        return await run(self, function)
+
+    monkeypatch.setattr(sqlite.Connection, "_run", counting)
+    return counts
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database.connect(f"sqlite:///{tmp_path / 'things.db'}", pool_size=2)
+    async with database.engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    async with database.writer() as session, session.begin():
+        session.add_all([Thing(id=1, name="one"), Thing(id=2, name="two")])
+    yield database
+    await database.dispose()
+
+
+async def test_a_read_transaction_of_two_statements_costs_three_hops(
+    db: Database, hops: collections.Counter[str]
+) -> None:
+    async with db.reader() as session, session.begin():
+        first = await session.get(Thing, 1)
+        names = (await session.scalars(text("SELECT name FROM things ORDER BY id"))).all()
+    assert first is not None
+    assert first.name == "one"
+    assert names == ["one", "two"]
+    # BEGIN travels with the first SELECT; the second SELECT; COMMIT. Returning the
+    # connection to the pool (its reset rolls back nothing) costs no hop.
+    assert sum(hops.values()) == 3, hops
+
+
+async def test_a_transaction_that_ran_nothing_costs_no_hop(
+    db: Database, hops: collections.Counter[str]
+) -> None:
+    async with db.reader() as session, session.begin():
+        await session.connection()
+    assert sum(hops.values()) == 0, hops
+
+
+async def test_writes_commit_and_constraint_errors_surface_as_sqlalchemy_errors(
+    db: Database,
+) -> None:
+    async with db.writer() as session, session.begin():
+        session.add(Thing(id=3, name="three"))
+    with pytest.raises(IntegrityError):
+        async with db.writer() as session, session.begin():
+            session.add(Thing(id=4, name="one"))
+    async with db.reader() as session:
+        names = (await session.scalars(text("SELECT name FROM things ORDER BY id"))).all()
+    assert names == ["one", "two", "three"]
+
+
+async def test_a_rolled_back_write_leaves_nothing(db: Database) -> None:
+    async def write_then_fail() -> None:
+        async with db.writer() as session, session.begin():
+            session.add(Thing(id=5, name="five"))
+            await session.flush()
+            raise RuntimeError("changed my mind")
+
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        await write_then_fail()
+    async with db.reader() as session:
+        assert await session.get(Thing, 5) is None
+
+
+async def test_a_waiting_writer_does_not_block_the_event_loop(db: Database) -> None:
+    """BEGIN IMMEDIATE waits on SQLite's busy timeout on the connection's thread; the loop
+    keeps running other coroutines meanwhile, and the writer goes on once the lock is free."""
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with db.writer() as session, session.begin():
+            session.add(Thing(id=6, name="six"))
+            await session.flush()
+            holding.set()
+            await release.wait()
+
+    async def waiter() -> None:
+        await holding.wait()
+        async with db.writer() as session, session.begin():
+            session.add(Thing(id=7, name="seven"))
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        await holding.wait()
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+            ticks += 1
+        release.set()
+
+    await asyncio.wait_for(asyncio.gather(holder(), waiter(), ticker()), timeout=10)
+    assert ticks == 10
+    async with db.reader() as session:
+        names = (await session.scalars(text("SELECT name FROM things ORDER BY id"))).all()
+    assert names == ["one", "two", "six", "seven"]
+
+
+async def test_a_closed_connection_refuses_work(tmp_path: Path) -> None:
+    open_connection = sqlite.creator(str(tmp_path / "x.db"), pragmas=(), timeout=1.0)
+    conn = await open_connection()
+    cursor = conn.cursor()
+    await cursor.execute("SELECT 1")
+    assert await cursor.fetchall() == [(1,)]
+    await conn.close()
+    await conn.close()  # twice is harmless
+    with pytest.raises(Exception, match="closed"):
+        conn.cursor()
