@@ -568,7 +568,8 @@ def machine(plan: Plan, pinned: bool) -> dict[str, str]:
             f"{name} {version(name)}"
             for name in ("locust", "uvicorn", "fastapi", "starlette", "sqlalchemy", "aiohttp")
         ),
-        "database": "SQLite (sqlite3 on a thread per connection, shop.kernel.sqlite), one file per service, scratch under the results folder",
+        "database": "SQLite (shop.kernel.sqlite: reads on the event loop, writes on a thread"
+        " per connection), one file per service, scratch under the results folder",
         "settings": (
             f"ladder {list(plan.ladder)} users x {plan.seconds} s x {plan.repeats} repeat(s),"
             f" warm-up {plan.warmup_seconds} s, {plan.products} products x 100,000 units,"

@@ -2,12 +2,15 @@
 
 Starts a trivial JSON server (a bare ASGI app under uvicorn, its own process, known pid) on a
 free 127.0.0.1 port, pinned to CPU 0, pins this process to CPU 1, then sends the same
-``GET /internal/x?ids=1&ids=2`` through :class:`shop.kernel.http.Upstream` over sockets in
-each mode, interleaved, ``--rounds`` times:
+``GET /internal/x?ids=1&ids=2`` over sockets in each mode, interleaved, ``--rounds`` times:
 
-- ``aiohttp``: no transport given, the production path;
-- ``httpx2``: the same class given ``httpx2.AsyncHTTPTransport()`` (httpx's own socket
-  pool; what every call used before aiohttp).
+- ``aiohttp-transport``: :class:`shop.kernel.http.Upstream` given no transport, the
+  production path (``httpx2`` requests handed to
+  :class:`shop.kernel.transport.AiohttpTransport`);
+- ``httpx2-pool``: the same class given ``httpx2.AsyncHTTPTransport()`` (httpx2's own socket
+  pool; what every call used before aiohttp);
+- ``raw-aiohttp``: a bare ``aiohttp.ClientSession`` tuned the same way, no ``Upstream``, no
+  httpx2: the floor, so the rest is the cost of the client above the transport.
 
 It prints, per mode, the median over the rounds of the caller's CPU microseconds per call
 (``time.process_time``), the server's, and calls per second. A program, not a test.
@@ -26,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import aiohttp
 import httpx2
 
 from bench import procs
@@ -37,6 +41,11 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 BODY = json.dumps({str(i): 100_000 for i in range(1, 3)}).encode()
+
+MODES = ("aiohttp-transport", "httpx2-pool", "raw-aiohttp")
+
+Call = Callable[[], Awaitable[None]]
+"""One ``GET /internal/x?ids=1&ids=2``, its answer checked and its body decoded."""
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -53,16 +62,57 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": BODY})
 
 
-async def _run(upstream: Upstream, calls: int, concurrency: int) -> tuple[float, float]:
+def _upstream_call(upstream: Upstream) -> Call:
+    async def call() -> None:
+        response = await upstream.request(
+            "GET", "/internal/x", params={"ids": [1, 2]}, idempotent=True
+        )
+        assert response.status_code == 200
+        assert response.json()
+
+    return call
+
+
+def _raw_session() -> aiohttp.ClientSession:
+    """aiohttp alone, tuned as :class:`~shop.kernel.transport.AiohttpTransport` tunes it."""
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=200, limit_per_host=0, keepalive_timeout=4.0),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+        timeout=aiohttp.ClientTimeout(sock_connect=1.0, sock_read=5.0),
+    )
+    session._retry_connection = False
+    return session
+
+
+def _raw_call(session: aiohttp.ClientSession, url: str) -> Call:
+    params = [("ids", "1"), ("ids", "2")]
+
+    async def call() -> None:
+        async with session.get(url + "/internal/x", params=params) as response:
+            content = await response.read()
+            assert response.status == 200
+            assert json.loads(content)
+
+    return call
+
+
+async def _open(mode: str, url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    """The call of ``mode`` and what closes its client."""
+    if mode == "raw-aiohttp":
+        session = _raw_session()
+        return _raw_call(session, url), session.close
+    transport = httpx2.AsyncHTTPTransport() if mode == "httpx2-pool" else None
+    upstream = Upstream("bench", [url], transport=transport)
+    return _upstream_call(upstream), upstream.aclose
+
+
+async def _run(call: Call, calls: int, concurrency: int) -> tuple[float, float]:
     """CPU seconds of this process and wall seconds for ``calls`` calls."""
 
     async def worker(count: int) -> None:
         for _ in range(count):
-            response = await upstream.request(
-                "GET", "/internal/x", params={"ids": [1, 2]}, idempotent=True
-            )
-            assert response.status_code == 200
-            assert response.json()
+            await call()
 
     await worker(20)  # warm the pool
     cpu, wall = time.process_time(), time.perf_counter()
@@ -72,17 +122,16 @@ async def _run(upstream: Upstream, calls: int, concurrency: int) -> tuple[float,
 
 
 async def measure(url: str, server_pid: int, args: argparse.Namespace) -> dict[str, list[Any]]:
-    results: dict[str, list[Any]] = {"aiohttp": [], "httpx2": []}
+    results: dict[str, list[Any]] = {mode: [] for mode in MODES}
     calls = args.calls - args.calls % args.concurrency
     for _ in range(args.rounds):
         for mode in results:
-            transport = httpx2.AsyncHTTPTransport() if mode == "httpx2" else None
-            upstream = Upstream("bench", [url], transport=transport)
+            call, close = await _open(mode, url)
             server_before = procs.cpu_seconds(server_pid)
             try:
-                cpu, wall = await _run(upstream, calls, args.concurrency)
+                cpu, wall = await _run(call, calls, args.concurrency)
             finally:
-                await upstream.aclose()
+                await close()
             server = procs.cpu_seconds(server_pid) - server_before
             results[mode].append((cpu * 1e6 / calls, server * 1e6 / calls, calls / wall))
     return results

@@ -5,11 +5,13 @@ explicit connect and read timeouts inside a per-call budget, retries with jitter
 exponential backoff only where a retry is safe, and a circuit breaker that fails fast while
 the upstream is down and lets one probe through now and then to find it back.
 
-Two ways to send, one behaviour. Over sockets (production: replicas on 127.0.0.1) it sends
-with an ``aiohttp`` session, which costs far less CPU per call than httpx's pool (measured in
-``docs/gateway.md`` and ``docs/benchmarks.md``). Given an ``httpx2`` transport (the tests
-wire apps in process with ``httpx2.ASGITransport``) it sends with ``httpx2``. Either way a
-call answers an :class:`UpstreamResponse`, with its body read whole.
+One way to send: an ``httpx2.Request`` handed to an ``httpx2`` transport, whichever it is.
+Over sockets (production: replicas on 127.0.0.1) the transport is
+:class:`shop.kernel.transport.AiohttpTransport`, a pooled ``aiohttp`` session, which costs
+far less CPU per call than httpx2's own pool (``python -m bench.upstream``); the tests give
+``httpx2.ASGITransport`` to wire apps in process. Everything above the transport (headers,
+timeouts, retries, the breaker, the answer) is the same code on both. A call answers an
+:class:`UpstreamResponse`, with its body read whole.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import anyio
 import httpx2
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from shop.kernel.errors import ServiceUnavailable, ShopError
+from shop.kernel.transport import AiohttpTransport
 
 logger = logging.getLogger("shop.http")
 
@@ -65,7 +67,7 @@ class SentRequest:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamResponse:
-    """An upstream's answer, body included (both ways of sending answer this)."""
+    """An upstream's answer, body included (whichever transport carried it)."""
 
     status_code: int
     content: bytes
@@ -83,8 +85,19 @@ class UpstreamResponse:
             return self.content.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
-        """The body parsed as JSON (``json.loads`` finds UTF-8, -16 or -32 by itself)."""
-        return jsonlib.loads(self.content)
+        """The body parsed as JSON (``json.loads`` finds UTF-8, -16 or -32 by itself).
+
+        A body that is not JSON is the upstream's fault, not this caller's: it raises
+        :class:`BadUpstreamResponse` (502), never a bare ``ValueError`` (a 500).
+        """
+        try:
+            return jsonlib.loads(self.content)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            request = self.request
+            raise BadUpstreamResponse(
+                f"{request.method} {request.url.path} answered {self.status_code} with a body"
+                f" that is not JSON: {self.text[:200]!r}"
+            ) from exc
 
 
 def _charset(content_type: str | None) -> str:
@@ -181,25 +194,12 @@ class _Broken(Exception):
     """Sent, then the connection failed or the upstream broke the protocol."""
 
 
-def query_pairs(params: Mapping[str, Any] | None) -> list[tuple[str, str]]:
-    """Query parameters as httpx encodes them: a list or tuple becomes repeated keys
-    (``ids=1&ids=2``), ``True``/``False`` become ``true``/``false``, ``None`` an empty value."""
-    pairs: list[tuple[str, str]] = []
-    for key, value in (params or {}).items():
-        for item in value if isinstance(value, list | tuple) else (value,):
-            if item is True or item is False:
-                pairs.append((key, "true" if item else "false"))
-            else:
-                pairs.append((key, "" if item is None else str(item)))
-    return pairs
-
-
 class Upstream:
     """A resilient client for one upstream service (round-robin over its replicas).
 
-    ``transport`` (an ``httpx2`` transport, e.g. ``ASGITransport`` in tests) sends with
-    ``httpx2``; without one, calls go over sockets with a pooled ``aiohttp`` session, made
-    on the first call (it needs the running event loop) and closed by :meth:`aclose`.
+    Sends ``httpx2`` requests through ``transport``: by default (``None``) an
+    :class:`~shop.kernel.transport.AiohttpTransport` to the replicas' sockets, or the
+    ``httpx2`` transport given (``ASGITransport`` in tests). :meth:`aclose` closes it.
     """
 
     def __init__(
@@ -223,25 +223,13 @@ class Upstream:
         self.retries = retries
         self.backoff = backoff
         self.breaker = breaker or CircuitBreaker()
-        self._headers = dict(headers or {})
         self._closed = False
-        self._session: aiohttp.ClientSession | None = None
-        self._client: httpx2.AsyncClient | None = None
-        if transport is not None:
-            self._client = httpx2.AsyncClient(
-                transport=transport,
-                headers=self._headers,
-                timeout=httpx2.Timeout(timeouts.read, connect=timeouts.connect),
-                limits=httpx2.Limits(max_connections=200, max_keepalive_connections=50),
-            )
+        self._transport = AiohttpTransport() if transport is None else transport
+        self._headers = dict(headers or {})
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._client is not None:
-            await self._client.aclose()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._transport.aclose()
 
     async def request(
         self,
@@ -256,7 +244,6 @@ class Upstream:
         """Send one call; retried only if ``idempotent`` (or if it never left)."""
         if self._closed:
             raise RuntimeError(f"the upstream client of {self.name} is closed")
-        send = self._send_httpx if self._client is not None else self._send_aiohttp
         deadline = time.monotonic() + self.timeouts.budget
         attempt = 0
         while True:
@@ -268,7 +255,7 @@ class Upstream:
             url = self.base_urls[next(self._next)] + path
             error: ShopError
             try:
-                response = await send(method, url, json, params, headers, remaining)
+                response = await self._send(method, url, json, params, headers, remaining)
             except _NotSent as exc:
                 # The request never left: retrying cannot apply it twice.
                 retryable = True
@@ -297,32 +284,7 @@ class Upstream:
                 raise error
             await anyio.sleep(delay)
 
-    # -- over sockets: aiohttp ---------------------------------------------------------
-
-    def _aiohttp_session(self) -> aiohttp.ClientSession:
-        session = aiohttp.ClientSession(
-            # Idle connections are closed after 4 s, before uvicorn's 5 s on the service side:
-            # the side that closes first must be the client, or a request can be sent on a
-            # connection the service is closing.
-            connector=aiohttp.TCPConnector(limit=200, limit_per_host=0, keepalive_timeout=4.0),
-            headers=self._headers,
-            # No cookies, no headers nobody reads; no Accept-Encoding, so no service
-            # compresses (decoding stays on, in case one does anyway).
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
-            timeout=aiohttp.ClientTimeout(
-                total=self.timeouts.budget,
-                sock_connect=self.timeouts.connect,
-                sock_read=self.timeouts.read,
-            ),
-        )
-        # aiohttp resends GET, PUT and DELETE once by itself when a connection drops after
-        # the request was written. Only this class decides what is retried (`idempotent`),
-        # so that resend is turned off; an idempotent call is retried by the loop above.
-        session._retry_connection = False
-        return session
-
-    async def _send_aiohttp(
+    async def _send(
         self,
         method: str,
         url: str,
@@ -331,65 +293,44 @@ class Upstream:
         headers: Mapping[str, str] | None,
         remaining: float,
     ) -> UpstreamResponse:
-        session = self._session
-        if session is None:
-            session = self._session = self._aiohttp_session()
-        timeout = aiohttp.ClientTimeout(
-            total=max(0.01, remaining),
-            sock_connect=max(0.01, min(self.timeouts.connect, remaining)),
-            sock_read=max(0.01, min(self.timeouts.read, remaining)),
-        )
-        try:
-            async with session.request(
-                method,
-                url,
-                params=query_pairs(params) if params else None,
-                json=json,
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as response:
-                content = await response.read()
-                return UpstreamResponse(
-                    response.status,
-                    content,
-                    response.headers,
-                    SentRequest(response.method, response.url),
-                )
-        except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
-            raise _NotSent from exc
-        except TimeoutError as exc:  # aiohttp's ServerTimeoutError is one too
-            raise _TimedOut from exc
-        except aiohttp.ClientError as exc:
-            raise _Broken from exc
-
-    # -- through an httpx2 transport (in-process apps in tests) -------------------------
-
-    async def _send_httpx(
-        self,
-        method: str,
-        url: str,
-        json: Any,
-        params: Mapping[str, Any] | None,
-        headers: Mapping[str, str] | None,
-        remaining: float,
-    ) -> UpstreamResponse:
-        assert self._client is not None
+        """One attempt, within what is left of the budget; its failure classified."""
+        remaining = max(0.01, remaining)
         timeout = httpx2.Timeout(
-            max(0.01, min(self.timeouts.read, remaining)),
-            connect=max(0.01, min(self.timeouts.connect, remaining)),
+            min(self.timeouts.read, remaining), connect=min(self.timeouts.connect, remaining)
         )
+        # Straight to the transport: an httpx2.Request in, an httpx2.Response out. The
+        # AsyncClient above it (cookies, auth, redirects, default headers: nothing a call
+        # between services uses) cost more CPU per call than the transport itself
+        # (python -m bench.upstream).
+        request = httpx2.Request(
+            method,
+            url,
+            params=params,
+            json=json,
+            headers={**self._headers, **headers} if headers else self._headers,
+            extensions={
+                "timeout": {"connect": timeout.connect, "read": timeout.read, "pool": None}
+            },
+        )
+        response: httpx2.Response | None = None
         try:
-            response = await self._client.request(
-                method, url, json=json, params=params, headers=headers, timeout=timeout
-            )
+            # Connect and each read are bounded above; this bounds the attempt as a whole
+            # (an answer that trickles in would pass every read timeout).
+            with anyio.move_on_after(remaining):
+                answer = await self._transport.handle_async_request(request)
+                try:
+                    await answer.aread()
+                finally:
+                    await answer.aclose()
+                response = answer
         except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
             raise _NotSent from exc
         except httpx2.TimeoutException as exc:
             raise _TimedOut from exc
-        except httpx2.TransportError as exc:
+        except (httpx2.TransportError, httpx2.DecodingError) as exc:
             raise _Broken from exc
-        request = response.request
+        if response is None:
+            raise _TimedOut from TimeoutError(f"no complete answer within {remaining:.2f} s")
         return UpstreamResponse(
             response.status_code,
             response.content,

@@ -1,18 +1,26 @@
-"""An asyncio SQLite connection that costs one thread round trip per statement.
+"""An asyncio SQLite connection: reads on the event loop, writes one thread hop a statement.
 
 SQLAlchemy's ``sqlite+aiosqlite`` dialect drives the ``aiosqlite`` package, which runs each
 connection on a thread of its own (right: a query, or a writer waiting on SQLite's busy
 timeout, never blocks the event loop), but hops to that thread and back for every step of
 every statement: make a cursor, execute, fetch, close. A product view (begin, two selects,
 commit, the pool's reset) took 13 round trips, each a queue hand-off, a thread wake-up and
-a wake-up of the event loop; on one core the round trips were most of the request's CPU
+a wake-up of the event loop: about 350 of the 2,400 CPU microseconds a product view cost
 (docs/benchmarks.md, "Where the time went").
 
-This module keeps aiosqlite's model (one thread per connection, the event loop never waits
-on SQLite) and its surface as SQLAlchemy's adapter uses it, but does a statement's work in
-one round trip: execute and fetch every row on the thread, then hand the rows back. A
-``BEGIN`` is sent with the transaction's first statement (:meth:`Connection.begin_with_next`),
-and ending a transaction that never started costs nothing. The product view now takes 3.
+This module keeps aiosqlite's model where it matters (a thread per connection, so that a
+writer waiting on the busy timeout never blocks the event loop) and its surface as
+SQLAlchemy's adapter uses it, but:
+
+- a statement is one round trip: execute and fetch every row on the thread, hand them back;
+- a ``BEGIN`` travels with the transaction's first statement
+  (:meth:`Connection.begin_with_next`), and ending a transaction that never began is free;
+- a read transaction (``BEGIN DEFERRED`` and only ``SELECT`` so far) runs on the event loop
+  itself, with no round trip at all: in WAL mode a reader takes no lock a writer holds, so
+  it never waits on the busy timeout. The first write of a transaction, and every statement
+  of a ``BEGIN IMMEDIATE`` one, go to the thread.
+
+A product view took 13 round trips on aiosqlite; it takes none.
 
 Plug it in with ``create_async_engine(url, async_creator=...)`` (:func:`creator`); the dialect,
 the URL (``sqlite+aiosqlite``) and the SQL stay SQLAlchemy's.
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +39,8 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 _STOP = object()
+_READS = re.compile(r"\s*SELECT\b", re.IGNORECASE)
+"""A statement that only reads (SQLAlchemy writes every query as SELECT ...)."""
 
 Description = tuple[tuple[str, None, None, None, None, None, None], ...] | None
 
@@ -118,6 +129,9 @@ class Connection:
         self._connect = connect
         self._conn: sqlite3.Connection | None = None
         self._begin: str | None = None
+        # True while the current transaction (or, outside one, the next statement) may run
+        # on the event loop: a deferred transaction that has only read so far.
+        self._reading = True
 
     async def _open(self) -> Connection:
         self._conn = await self._run(self._connect)
@@ -144,8 +158,14 @@ class Connection:
         return await future
 
     def begin_with_next(self, statement: str) -> None:
-        """Send ``statement`` (a ``BEGIN ...``) with the next one, in the same hop."""
+        """Send ``statement`` (a ``BEGIN ...``) with the next one, in the same hop.
+
+        After ``BEGIN DEFERRED`` the transaction's reads run on the event loop; after any
+        other mode (``BEGIN IMMEDIATE`` waits for the write lock) every statement goes to
+        the thread.
+        """
         self._begin = statement
+        self._reading = statement.upper().split() == ["BEGIN", "DEFERRED"]
 
     async def _statement(
         self, sql: str, parameters: Any, *, many: bool
@@ -162,15 +182,25 @@ class Connection:
             rows = cursor.fetchall() if cursor.description else []
             return rows, cursor.description, cursor.rowcount, cursor.lastrowid
 
+        if self._reading and not many and _READS.match(sql):
+            # A read in WAL mode takes no lock that a writer holds, so it never waits on the
+            # busy timeout: it runs here, with no hop at all.
+            return run()
+        if begin is not None or conn.in_transaction:
+            self._reading = False  # this transaction writes: the rest of it goes to the thread
         return await self._run(run)
 
     async def _end(self, action: Callable[[], None]) -> None:
+        reading, self._reading = self._reading, True
         if self._begin is not None:
             # BEGIN was never sent: there is no transaction to end.
             self._begin = None
             return
-        conn = self._live()
-        if conn.in_transaction:
+        if not self._live().in_transaction:
+            return
+        if reading:
+            action()  # ending a transaction that only read releases a snapshot: no waiting
+        else:
             await self._run(action)
 
     async def commit(self) -> None:

@@ -1,14 +1,17 @@
 """The resilient upstream client: retries only where safe, budgets, the circuit breaker.
 
-Two ways to send: through an ``httpx2`` transport (``MockTransport`` here, ASGI in the
-contract suite) and over sockets with aiohttp, against real servers on 127.0.0.1 started by
-the tests themselves (bounded waits, stopped in teardown).
+One client, two transports under it: an ``httpx2`` transport given by the caller
+(``MockTransport`` here, ASGI in the contract suite), and by default the aiohttp-backed
+:class:`~shop.kernel.transport.AiohttpTransport`, tested over sockets against real servers on
+127.0.0.1 started by the tests themselves (bounded waits, stopped in teardown).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import gzip
+import json
 import logging
 import socket
 import time
@@ -16,10 +19,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import anyio
 import httpx2
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from shop.kernel.http import (
     INTERNAL_TOKEN_HEADER,
@@ -30,8 +35,8 @@ from shop.kernel.http import (
     UpstreamTimeout,
     UpstreamUnavailable,
     expect,
-    query_pairs,
 )
+from shop.kernel.transport import AiohttpTransport, _client_timeout
 
 pytestmark = pytest.mark.anyio
 
@@ -39,13 +44,15 @@ pytestmark = pytest.mark.anyio
 class Script:
     """A transport that plays a list of outcomes (an exception class or a status) in turn."""
 
-    def __init__(self, *outcomes: type[httpx2.TransportError] | int) -> None:
+    def __init__(self, *outcomes: type[httpx2.TransportError] | int | httpx2.Response) -> None:
         self.outcomes = list(outcomes)
         self.requests: list[httpx2.Request] = []
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)
         outcome = self.outcomes.pop(0) if len(self.outcomes) > 1 else self.outcomes[0]
+        if isinstance(outcome, httpx2.Response):
+            return outcome
         if isinstance(outcome, int):
             return httpx2.Response(outcome, json={"ok": outcome < 400})
         raise outcome("scripted", request=request)
@@ -72,6 +79,8 @@ async def test_a_connect_error_is_retried_even_for_a_write_since_nothing_was_sen
     # Round robin over the replicas, and the service token on every call.
     assert [r.url.host for r in script.requests] == ["a", "b"]
     assert all(r.headers[INTERNAL_TOKEN_HEADER] == "secret" for r in script.requests)
+    # None of httpx2's default headers: no service reads them.
+    assert set(script.requests[0].headers) == {"host", "content-length", "x-shop-internal-token"}
     await client.aclose()
 
 
@@ -173,20 +182,25 @@ async def test_the_transport_path_answers_the_same_response_shape() -> None:
     await client.aclose()
 
 
-def test_query_pairs_encode_like_httpx() -> None:
-    assert query_pairs({"ids": [3, 1], "q": "a b", "on": True, "off": False, "none": None}) == [
-        ("ids", "3"),
-        ("ids", "1"),
-        ("q", "a b"),
-        ("on", "true"),
-        ("off", "false"),
-        ("none", ""),
-    ]
-    assert query_pairs({"ids": ()}) == []
-    assert query_pairs(None) == []
+@pytest.mark.parametrize(
+    "body", [b"<html>502 Bad Gateway</html>", b'{"cut": ', b"\xff\xfe\x00"], ids=str
+)
+async def test_a_body_that_is_not_json_is_a_bad_upstream_response_not_a_500(
+    body: bytes,
+) -> None:
+    answer = httpx2.Response(200, content=body, headers={"Content-Type": "application/json"})
+    client = upstream(Script(answer))
+    response = await client.request("GET", "/x/1", idempotent=True)
+    await client.aclose()
+    with pytest.raises(BadUpstreamResponse, match="GET /x/1 answered 200 with a body") as caught:
+        expect(response, 200)
+    assert caught.value.status == 502
+    assert isinstance(caught.value.__cause__, ValueError)
+    with pytest.raises(BadUpstreamResponse):
+        response.json()
 
 
-# --- over sockets (aiohttp), against real servers on 127.0.0.1 ------------------------------
+# --- over sockets (AiohttpTransport), against real servers on 127.0.0.1 ---------------------
 
 LIMIT = 10.0
 """No test of a real socket may take longer than this (seconds)."""
@@ -212,8 +226,20 @@ async def _echo(live: Live, request: web.Request) -> web.Response:
             "trace": request.headers.get("X-Trace"),
             "body": body.decode(),
             "content_type": request.headers.get("Content-Type"),
+            "headers": [name.decode() for name, _ in request.raw_headers],
         },
-        headers={"X-Reply": "one"},
+        headers=CIMultiDict(
+            [("X-Reply", "one"), ("X-Many", "a"), ("X-Many", "b"), ("Set-Cookie", "s=1; Path=/")]
+        ),
+    )
+
+
+async def _gzipped(live: Live, request: web.Request) -> web.Response:
+    # Sent compressed although nobody asked (no Accept-Encoding): decoded once, by httpx2.
+    body = gzip.compress(json.dumps({"zipped": True}).encode())
+    return web.Response(
+        body=body,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
     )
 
 
@@ -246,7 +272,8 @@ async def serve() -> AsyncIterator[Callable[[], Awaitable[Live]]]:
             return await handler(request)
 
         app = web.Application(middlewares=[record])
-        for route, handler in (("/echo", _echo), ("/slow", _slow), ("/status/{code}", _status)):
+        routes = [("/echo", _echo), ("/slow", _slow), ("/status/{code}", _status)]
+        for route, handler in [*routes, ("/gzipped", _gzipped)]:
             app.router.add_route("*", route, functools.partial(handler, live))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -276,26 +303,45 @@ def refused() -> Iterator[str]:
 
 
 @pytest.fixture
-async def dropper() -> AsyncIterator[Live]:
-    """A raw server that reads a request head, then closes the connection unanswered."""
-    live = Live()
+async def raw() -> AsyncIterator[Callable[[bytes], Awaitable[Live]]]:
+    """Raw servers that read a request, write ``reply`` (maybe nothing), then close."""
+    servers: list[asyncio.Server] = []
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            method, target, _ = head.decode().split(" ", 2)
-            live.hits.append(f"{method} {target}")
-        finally:
-            writer.close()
+    async def start(reply: bytes) -> Live:
+        live = Live()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    live.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                method, target, _ = head.decode().split(" ", 2)
+                live.hits.append(f"{method} {target}")
+                for line in head.decode().lower().split("\r\n"):
+                    if line.startswith("content-length:"):
+                        await reader.readexactly(int(line.partition(":")[2]))
+                if reply:
+                    writer.write(reply)
+                    await writer.drain()
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        servers.append(server)
+        live.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        return live
+
     try:
-        yield live
+        yield start
     finally:
-        server.close()
-        with anyio.fail_after(LIMIT):
-            await server.wait_closed()
+        for server in servers:
+            server.close()
+            with anyio.fail_after(LIMIT):
+                await server.wait_closed()
+
+
+@pytest.fixture
+async def dropper(raw: Callable[[bytes], Awaitable[Live]]) -> Live:
+    """A raw server that reads a request, then closes the connection unanswered."""
+    return await raw(b"")
 
 
 def socket_upstream(*urls: str, **kwargs: Any) -> Upstream:
@@ -326,26 +372,37 @@ async def test_over_sockets_a_call_answers_body_headers_and_what_was_sent(
                 "POST", "/echo", idempotent=False, json={"lines": [1, 2], "name": "thé"}
             )
             missing = await client.request("GET", "/status/404", idempotent=True)
+            gzipped = await client.request("GET", "/gzipped", idempotent=True)
     finally:
         await client.aclose()
     assert response.status_code == 200
     body = expect(response, 200)
+    # Repeated keys for a list, in order; the URL went out as httpx2 encoded it.
     assert body["query"] == [["ids", "3"], ["ids", "1"], ["q", "a b&c"], ["on", "true"]]
+    assert response.request.url.raw_query_string == "ids=3&ids=1&q=a+b%26c&on=true"
     assert (body["token"], body["trace"]) == ("secret", "t-1")
+    # Only the headers the client built, as it spelled them: neither httpx2's defaults nor
+    # aiohttp's automatic ones (Accept, Accept-Encoding, User-Agent, Content-Type).
+    assert body["headers"] == ["Host", INTERNAL_TOKEN_HEADER, "X-Trace"]
     assert response.headers["x-reply"] == response.headers["X-Reply"] == "one"
+    # A header sent twice is there twice, in order.
+    assert response.headers.getall("x-many") == ["a", "b"]
     assert response.json() == body
     assert response.text == response.content.decode()
     assert (response.request.method, response.request.url.path) == ("GET", "/echo")
     echoed = expect(posted, 200)
     assert echoed["method"] == "POST"
-    assert echoed["content_type"].startswith("application/json")
-    assert echoed["body"].replace(" ", "") == '{"lines":[1,2],"name":"th\\u00e9"}'
+    assert echoed["content_type"] == "application/json"
+    assert json.loads(echoed["body"]) == {"lines": [1, 2], "name": "thé"}
+    # The first answer set a cookie: no jar keeps it, so the next call does not send it.
+    assert echoed["headers"] == ["Host", INTERNAL_TOKEN_HEADER, "Content-Length", "Content-Type"]
     # A client error is the caller's to read, not an outage.
     assert missing.status_code == 404
     with pytest.raises(BadUpstreamResponse, match="GET /status/404 answered 404"):
         expect(missing, 200)
-    assert live.hits == ["GET /echo", "POST /echo", "GET /status/404"]
-    # One kept-alive connection served the three calls.
+    assert expect(gzipped, 200) == {"zipped": True}
+    assert live.hits == ["GET /echo", "POST /echo", "GET /status/404", "GET /gzipped"]
+    # One kept-alive connection served every call.
     assert len(set(live.peers)) == 1
 
 
@@ -445,6 +502,81 @@ async def test_a_dropped_connection_retries_only_an_idempotent_call(
     assert dropper.hits == [f"{method} /x"] * 4
 
 
+TRUNCATED = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+"""An answer cut short: the head promises 100 bytes, the connection closes after one."""
+
+
+@pytest.mark.parametrize("method", ["PUT", "POST"])
+async def test_a_connection_closed_mid_answer_retries_only_an_idempotent_call(
+    raw: Callable[[bytes], Awaitable[Live]], method: str
+) -> None:
+    live = await raw(TRUNCATED)
+    client = socket_upstream(live.url, retries=2)
+    try:
+        with anyio.fail_after(LIMIT):
+            with pytest.raises(UpstreamUnavailable, match="failed to answer"):
+                await client.request(method, "/x", idempotent=False, json={"n": 1})
+            assert live.hits == [f"{method} /x"]
+            with pytest.raises(UpstreamUnavailable, match="failed to answer"):
+                await client.request(method, "/x", idempotent=True, json={"n": 1})
+    finally:
+        await client.aclose()
+    assert live.hits == [f"{method} /x"] * 4
+
+
+async def test_over_sockets_an_answer_keeps_its_headers_as_sent(
+    raw: Callable[[bytes], Awaitable[Live]],
+) -> None:
+    live = await raw(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Many: a\r\n"
+        b"Content-Type: application/json\r\nx-many: b\r\n\r\n7\r\n"
+        b'{"a":1}\r\n0\r\n\r\n'
+    )
+    client = socket_upstream(live.url)
+    try:
+        with anyio.fail_after(LIMIT):
+            response = await client.request("GET", "/x", idempotent=True)
+    finally:
+        await client.aclose()
+    assert expect(response, 200) == {"a": 1}
+    assert response.headers.getall("X-Many") == ["a", "b"]
+    # Chunked, so no length: none is made up.
+    assert "Content-Length" not in response.headers
+
+
+async def test_the_budget_bounds_an_answer_that_trickles_in() -> None:
+    finished = asyncio.Event()
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Each byte comes well within the read timeout; the whole never does.
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            while not (reader.at_eof() or writer.is_closing()):
+                writer.write(b" ")
+                await asyncio.sleep(0.05)
+        finally:
+            writer.close()
+            finished.set()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    client = socket_upstream(url, retries=3, timeouts=Timeouts(connect=1, read=1, budget=0.4))
+    try:
+        with anyio.fail_after(LIMIT):
+            started = time.monotonic()
+            with pytest.raises(UpstreamTimeout):
+                await client.request("GET", "/x", idempotent=True)
+            assert time.monotonic() - started < 1.5
+    finally:
+        await client.aclose()
+        server.close()
+        with anyio.fail_after(LIMIT):
+            # Given up on, the connection was closed: the server sees it and stops.
+            await finished.wait()
+            await server.wait_closed()
+
+
 async def test_over_sockets_a_503_write_is_not_retried_and_the_breaker_opens(
     serve: Callable[[], Awaitable[Live]],
 ) -> None:
@@ -475,3 +607,57 @@ async def test_a_closed_upstream_refuses_to_send(refused: str) -> None:
     await client.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await client.request("GET", "/x", idempotent=True)
+
+
+def test_an_upstream_is_made_outside_the_event_loop() -> None:
+    # Made in create_app, before any loop runs: the aiohttp session waits for the first call.
+    Upstream("stock", ["http://127.0.0.1:1"])
+
+
+# --- the transport alone: aiohttp's failures as httpx2's --------------------------------------
+
+
+async def test_the_transport_raises_httpx2_errors(
+    refused: str,
+    serve: Callable[[], Awaitable[Live]],
+    raw: Callable[[bytes], Awaitable[Live]],
+) -> None:
+    live, dropper, truncated = await serve(), await raw(b""), await raw(TRUNCATED)
+    timeout = httpx2.Timeout(0.2, connect=1.0)
+    async with httpx2.AsyncClient(transport=AiohttpTransport(), timeout=timeout) as client:
+        with anyio.fail_after(LIMIT):
+            with pytest.raises(httpx2.ConnectError):
+                await client.get(refused)
+            with pytest.raises(httpx2.ReadTimeout):
+                await client.get(f"{live.url}/slow")
+            with pytest.raises((httpx2.RemoteProtocolError, httpx2.ReadError)):
+                await client.post(f"{dropper.url}/x", json={})
+            with pytest.raises(httpx2.RemoteProtocolError):
+                await client.get(f"{truncated.url}/x")
+            assert (await client.get(f"{live.url}/echo")).json()["method"] == "GET"
+
+
+async def test_the_transport_opens_its_session_on_first_use_and_closes_it(
+    serve: Callable[[], Awaitable[Live]],
+) -> None:
+    live = await serve()
+    transport = AiohttpTransport()
+    assert transport._session is None
+    async with httpx2.AsyncClient(transport=transport) as client:
+        with anyio.fail_after(LIMIT):
+            assert (await client.get(f"{live.url}/echo")).status_code == 200
+        session = transport._session
+        assert session is not None
+        assert not session.closed
+    assert session.closed
+    assert transport._session is None
+    with pytest.raises(RuntimeError, match="closed"):
+        await transport.handle_async_request(httpx2.Request("GET", f"{live.url}/echo"))
+
+
+def test_the_transport_takes_httpx2_timeouts() -> None:
+    timeout = _client_timeout({"connect": 1.0, "read": 5.0, "write": 5.0, "pool": 2.0})
+    assert (timeout.total, timeout.connect) == (None, 3.0)
+    assert (timeout.sock_connect, timeout.sock_read) == (1.0, 5.0)
+    unbounded = _client_timeout({"connect": None, "read": None, "write": None, "pool": None})
+    assert unbounded == _client_timeout(None) == aiohttp.ClientTimeout()

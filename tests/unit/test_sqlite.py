@@ -55,7 +55,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await database.dispose()
 
 
-async def test_a_read_transaction_of_two_statements_costs_three_hops(
+async def test_a_read_transaction_runs_on_the_loop_with_no_hop(
     db: Database, hops: collections.Counter[str]
 ) -> None:
     async with db.reader() as session, session.begin():
@@ -64,9 +64,40 @@ async def test_a_read_transaction_of_two_statements_costs_three_hops(
     assert first is not None
     assert first.name == "one"
     assert names == ["one", "two"]
-    # BEGIN travels with the first SELECT; the second SELECT; COMMIT. Returning the
-    # connection to the pool (its reset rolls back nothing) costs no hop.
+    assert sum(hops.values()) == 0, hops
+
+
+async def test_a_write_transaction_costs_one_hop_per_statement(
+    db: Database, hops: collections.Counter[str]
+) -> None:
+    async with db.writer() as session, session.begin():
+        await session.execute(text("UPDATE things SET name = 'uno' WHERE id = 1"))
+        await session.scalars(text("SELECT name FROM things"))
+    # BEGIN IMMEDIATE travels with the UPDATE; the SELECT; COMMIT: all on the thread, since
+    # a writer may wait on the busy timeout.
     assert sum(hops.values()) == 3, hops
+
+
+async def test_a_deferred_transaction_that_writes_moves_to_the_thread(
+    db: Database, hops: collections.Counter[str]
+) -> None:
+    async with db.reader() as session, session.begin():
+        await session.scalars(text("SELECT name FROM things"))
+        await session.execute(text("UPDATE things SET name = 'uno' WHERE id = 1"))
+        await session.scalars(text("SELECT name FROM things"))
+    assert sum(hops.values()) == 3, hops  # the UPDATE, the SELECT after it, COMMIT
+    async with db.reader() as session, session.begin():
+        assert (await session.get(Thing, 1)) is not None
+    assert sum(hops.values()) == 3, hops  # the next read transaction is back on the loop
+
+
+async def test_a_read_does_not_wait_for_a_writer(db: Database) -> None:
+    """WAL: a reader sees the last commit while a writer holds the lock, without waiting."""
+    async with db.writer() as writer, writer.begin():
+        await writer.execute(text("UPDATE things SET name = 'uno' WHERE id = 1"))
+        async with db.reader() as reader, reader.begin():
+            names = (await reader.scalars(text("SELECT name FROM things ORDER BY id"))).all()
+        assert names == ["one", "two"]
 
 
 async def test_a_transaction_that_ran_nothing_costs_no_hop(
