@@ -142,13 +142,16 @@ UI ?=
 LOADTEST_HOST = $(if $(findstring ://,$(HOST)),$(HOST),http://$(HOST):$(PORT))
 # WORKERS given on the command line (or environment) runs Locust as a master with n workers.
 LOADTEST_WORKERS = $(if $(filter command line environment,$(origin WORKERS)),$(WORKERS),0)
-.PHONY: bench bench-quick bench-kata loadtest loadtest-smoke
+.PHONY: bench bench-quick bench-kata profile loadtest loadtest-smoke
 
 bench: $(STAMP) ## Full benchmark, monolith vs services: bench/results/<timestamp>/report.md
 	$(BIN)/python -m bench
 
 bench-quick: $(STAMP) ## Short benchmark for CI and demos (under 3 minutes)
 	$(BIN)/python -m bench --quick
+
+profile: $(STAMP) ## bench-quick plus a py-spy flame graph (SVG) of every server process: <results>/profiles/
+	$(BIN)/python -m bench --quick --profile
 
 bench-kata: $(STAMP) ## Every kata step on a short ladder, side by side (about 4 minutes)
 	$(BIN)/python -m bench --quick --kata --only-steps

@@ -15,10 +15,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The issue's performance targets (ratios taken in one run).
-GATEWAY_TAX_TARGET = 0.8
-THROUGHPUT_RATIO_TARGET = 0.6
+# The performance targets (ratios taken in one run).
+GATEWAY_TAX_TARGET = 0.85
+THROUGHPUT_RATIO_TARGET = 0.75
 P50_RATIO_TARGET = 1.5
+CPU_RATIO_TARGET = 1.4
+"""Services' CPU per shopper request at most this many times the monolith's."""
+REFERENCE_PRODUCT_TARGET = 0.8
+"""The monolith's product view: at least this share of the reference app's throughput."""
+REFERENCE_MIX_CPU_TARGET = 2.0
+"""The monolith's shopper mix: CPU per request at most this many times the reference app's
+product view (the mix also searches, writes carts and checks out)."""
 SATURATION_SHARE = 0.95
 """A level "saturates" when it reaches this share of the best throughput of the ladder."""
 
@@ -221,12 +228,42 @@ def evaluate_targets(
     via_gateway: Row | None,
     failures: int,
     half_load: tuple[Row | None, Row | None] = (None, None),
+    product: tuple[Row | None, Row | None] = (None, None),
 ) -> list[Target]:
-    """The issue's targets, from the shopper ladders, the fixed-rate pair at half the
-    monolith's saturation throughput (``half_load``: monolith row, services row; without it
-    the ladder level nearest half the monolith's saturation users) and the gateway-tax
-    pair."""
+    """The targets, from the shopper ladders, the fixed-rate pair at half the monolith's
+    saturation throughput (``half_load``: monolith row, services row; without it the ladder
+    level nearest half the monolith's saturation users), the gateway-tax pair and the
+    product-view pair (``product``: the monolith's row, the reference app's row)."""
     targets = []
+    shop_view, reference = product
+    if shop_view is not None and reference is not None:
+        value = ratio(shop_view.rps, reference.rps)
+        targets.append(
+            Target(
+                f"monolith / reference app: GET /products/[id] throughput"
+                f" ({shop_view.users} users)",
+                value,
+                f">= {REFERENCE_PRODUCT_TARGET}",
+                value >= REFERENCE_PRODUCT_TARGET,
+                f"{shop_view.rps:,.0f} vs {reference.rps:,.0f} req/s;"
+                f" {shop_view.cpu_us_total:,.0f} vs {reference.cpu_us_total:,.0f} CPU us/req",
+                REFERENCE_PRODUCT_TARGET,
+            )
+        )
+        mono_top = saturation(monolith)
+        if mono_top is not None:
+            value = ratio(mono_top.cpu_us_total, reference.cpu_us_total)
+            targets.append(
+                Target(
+                    "monolith shopper mix CPU / reference app's product view CPU (per request)",
+                    value,
+                    f"<= {REFERENCE_MIX_CPU_TARGET}",
+                    value <= REFERENCE_MIX_CPU_TARGET,
+                    f"{mono_top.cpu_us_total:,.0f} vs {reference.cpu_us_total:,.0f} us"
+                    f" ({mono_top.users} users)",
+                    REFERENCE_MIX_CPU_TARGET,
+                )
+            )
     if direct is not None and via_gateway is not None:
         value = ratio(via_gateway.rps, direct.rps)
         targets.append(
@@ -254,6 +291,18 @@ def evaluate_targets(
                 f"best {best_serv:,.0f} vs {best_mono:,.0f} req/s;"
                 f" monolith saturates at {mono_sat.users} users",
                 THROUGHPUT_RATIO_TARGET,
+            )
+        )
+        value = ratio(serv_sat.cpu_us_total, mono_sat.cpu_us_total)
+        targets.append(
+            Target(
+                "services / monolith CPU per shopper request at saturation",
+                value,
+                f"<= {CPU_RATIO_TARGET}",
+                value <= CPU_RATIO_TARGET,
+                f"{serv_sat.cpu_us_total:,.0f} vs {mono_sat.cpu_us_total:,.0f} us"
+                f" ({serv_sat.users} / {mono_sat.users} users)",
+                CPU_RATIO_TARGET,
             )
         )
         half_mono, half_serv = half_load

@@ -127,6 +127,8 @@ class Deployment:
     url: str
     groups: Mapping[str, list[int]]
     extra_urls: dict[str, str] = field(default_factory=dict)
+    database: Path | None = None
+    """The SQLite file it serves from (the monolith's), for the reference app to share."""
 
     def pids(self) -> dict[str, list[int]]:
         return {name: procs.with_children(pids) for name, pids in self.groups.items()}
@@ -143,13 +145,20 @@ class Deployment:
         }
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log_file: Path, timeout: float) -> None:
+def wait_ready(
+    url: str,
+    process: subprocess.Popen[bytes],
+    log_file: Path,
+    timeout: float,
+    *,
+    path: str = "/readyz",
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{url} exited {process.returncode}; see {log_file}")
         with contextlib.suppress(httpx2.TransportError):
-            if httpx2.get(f"{url}/readyz", timeout=1.0).status_code == 200:
+            if httpx2.get(f"{url}{path}", timeout=1.0).status_code == 200:
                 return
         time.sleep(0.2)
     raise RuntimeError(f"{url} not ready in {timeout:g} s; see {log_file}")
@@ -202,7 +211,32 @@ def monolith(out: Path, plan: Plan, *, workers: int = 1) -> Iterator[Deployment]
     try:
         wait_ready(url, process, log_file, 60)
         say(f"monolith: {url} pid {process.pid}, {workers} worker(s)")
-        yield Deployment("monolith", url, {"monolith": [process.pid]})
+        yield Deployment("monolith", url, {"monolith": [process.pid]}, database=scratch / "shop.db")
+    finally:
+        stop_process(process)
+
+
+@contextlib.contextmanager
+def reference_app(out: Path, database: Path) -> Iterator[Deployment]:
+    """``python -m bench.reference`` (bench/reference.py) on ``database``, a free port."""
+    port = free_port()
+    log_file = out / "scratch" / "reference.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "bench.reference", "--database", str(database)]
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603 (our interpreter, our module)
+            [*command, "--port", str(port)],
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, log_file, 60, path="/healthz")
+        say(f"reference app: {url} pid {process.pid}, on {database.name}")
+        yield Deployment("reference", url, {"reference": [process.pid]})
     finally:
         stop_process(process)
 
@@ -347,6 +381,8 @@ class Bench:
     failures: list[str] = field(default_factory=list)
     processes: dict[str, int] = field(default_factory=dict)
     """Server processes of each deployment measured."""
+    profiling: bool = False
+    """Record a flame graph of every server process (``--profile``)."""
 
     def locust(
         self,
@@ -450,10 +486,14 @@ class Bench:
                     repeat=repeat,
                 )
 
-    def reference(self, deployment: Deployment, pairs: Sequence[tuple[str, str, str]]) -> None:
-        """Interleaved reference steps: (label, scenario, host) each repeat."""
+    def reference(self, runs: Sequence[tuple[Deployment, str, str, str]]) -> None:
+        """Interleaved reference steps, each repeat: (deployment, label, scenario, host).
+
+        The CPU of each step is read from its own deployment, so the shop and the reference
+        app can take turns against the same core in one run.
+        """
         for repeat in range(1, self.plan.reference_repeats + 1):
-            for label, scenario, host in pairs:
+            for deployment, label, scenario, host in runs:
                 self.locust(
                     deployment,
                     scenario=scenario,
@@ -463,6 +503,56 @@ class Bench:
                     host=host,
                     label=label,
                 )
+
+    def profile(self, deployment: Deployment, users: int) -> None:
+        """The shopper mix once more, not recorded, with py-spy sampling every server process:
+        one flame graph (SVG) per process in ``profiles/``. Sampling costs the servers some
+        CPU, so it runs apart from the measured steps."""
+        if not self.profiling:
+            return
+        py_spy = Path(sys.executable).parent / "py-spy"
+        folder = self.out / "profiles"
+        folder.mkdir(parents=True, exist_ok=True)
+        seconds = self.plan.seconds
+        samplers = []
+        for component, pids in deployment.pids().items():
+            for index, pid in enumerate(pids):
+                name = f"{deployment.name}-{component}" + (f"-{index}" if index else "")
+                command = [str(py_spy), "record", "--pid", str(pid), "--duration", str(seconds)]
+                command += ["--rate", "200", "--nonblocking", "--format", "flamegraph"]
+                command += ["--output", str(folder / f"{name}.svg")]
+                log = (folder / f"{name}.log").open("wb")
+                samplers.append(
+                    (
+                        name,
+                        subprocess.Popen(  # noqa: S603 (our virtualenv's py-spy)
+                            command, stdout=log, stderr=subprocess.STDOUT
+                        ),
+                        log,
+                    )
+                )
+        say(f"{deployment.name}: profiling {len(samplers)} process(es) for {seconds} s")
+        self.locust(
+            deployment,
+            scenario="shopper",
+            users=users,
+            seconds=seconds,
+            repeat=0,
+            label="profile",
+            record=False,
+        )
+        for name, sampler, log in samplers:
+            try:
+                sampler.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                sampler.kill()
+                sampler.wait()
+            log.close()
+            svg = folder / f"{name}.svg"
+            if sampler.returncode or not svg.exists():
+                self.failures.append(f"profile of {name}: py-spy exit {sampler.returncode}")
+            else:
+                say(f"flame graph {svg.relative_to(self.out)}")
 
     def fixed_rate(self, deployment: Deployment, rate: float, seconds: int | None = None) -> None:
         """The shopper mix at a fixed total rate (tasks/s) over HALF_LOAD_USERS users."""
@@ -612,8 +702,18 @@ def write_report(
         next(iter(rep.select(rows, pair[0], HALF_LOAD)), None),
         next(iter(rep.select(rows, pair[1], HALF_LOAD)), None),
     )
+    product = (
+        next(iter(rep.select(rows, pair[0], "product")), None),
+        next(iter(rep.select(rows, "reference", "product")), None),
+    )
     targets = rep.evaluate_targets(
-        mono, serv, direct=direct, via_gateway=via, failures=failures, half_load=half
+        mono,
+        serv,
+        direct=direct,
+        via_gateway=via,
+        failures=failures,
+        half_load=half,
+        product=product,
     )
     plots = rep.plot(rows, bench.out, list(pair)) if mono or serv else []
     kata_figures = rep.kata_steps(
@@ -681,7 +781,12 @@ def write_report(
             "## Reference ceilings and scaling",
             "",
             "`health`: `GET /healthz` of the same server stack (the monolith; for services the"
-            " gateway's own). `product-catalog` / `product-gateway`: anonymous `GET"
+            " gateway's own). `reference`: the reference app (`bench/reference.py`: FastAPI and"
+            " SQLAlchemy on aiosqlite, as their documentation writes it, none of the shop's"
+            " layers) serving the same `GET /products/{id}` JSON from the monolith's own"
+            " database file, taking turns with the monolith on the same core: what the stack"
+            " costs, so the monolith's rows read as a ratio of it. `product-catalog` /"
+            " `product-gateway`: anonymous `GET"
             " /products/{id}` straight to the catalog service / through the gateway (the"
             " gateway tax). `scaling`: the shopper mix on the monolith with N workers against"
             " the services with the hot service replicated, equal process count.",
@@ -711,6 +816,17 @@ def write_report(
             parts += [f"| {name} | {c} | {mib:,.0f} |" for c, mib in components.items()]
         parts.append("")
     parts += ["## Plots", "", *(f"![{p.stem}]({p.name})" for p in plots), ""]
+    flames = sorted((bench.out / "profiles").glob("*.svg"))
+    if flames:
+        parts += [
+            "## Flame graphs",
+            "",
+            "py-spy (200 Hz) on every server process during one more shopper run at the"
+            " ladder's top, not measured (`--profile`); open them in a browser:",
+            "",
+            *(f"- [{svg.stem}](profiles/{svg.name})" for svg in flames),
+            "",
+        ]
     if bench.failures:
         parts += ["## Runs with failures", "", *(f"- {line}" for line in bench.failures), ""]
     text = "\n".join(parts)
@@ -738,6 +854,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--products", type=int, help="products to seed")
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling comparison")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also record a py-spy flame graph (SVG) of every server process under the shopper"
+        " mix, in an extra unrecorded run: <results>/profiles/",
+    )
     parser.add_argument("--out", type=Path, help="results folder (default bench/results/<ts>)")
     kata_options = parser.add_argument_group(
         "kata steps", "the same ladder against the topology of each step of the kata"
@@ -766,6 +888,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen = parse_steps(args.steps) if args.steps else []
     except ValueError as exc:
         parser.error(str(exc))
+    if args.products is not None and args.products < 100:
+        parser.error("--products must be 100 or more: the product-view runs ask for ids 1-100")
     if args.kata:
         chosen = list(kata.STEPS)
     if args.only_steps and not chosen:
@@ -788,7 +912,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     load = procs.load_average()
     say(f"results in {out}; {info['cpu']}; pinning: {info['pinning']}")
-    bench = Bench(out, plan, pinned)
+    bench = Bench(out, plan, pinned, profiling=args.profile)
 
     half_rate = None if args.only_steps else compare(bench)
     kata_runs: list[KataRun] = []
@@ -842,7 +966,21 @@ def compare(bench: Bench) -> float:
         half_rate = max(s.rps for s in bench.steps if s.scenario == "shopper") / 2
         say(f"monolith: fixed rate at half its best throughput, {half_rate:,.0f} req/s")
         bench.fixed_rate(mono, half_rate)
-        bench.reference(mono, [("health", "health", mono.url), ("product", "product", mono.url)])
+        assert mono.database is not None
+        with reference_app(out, mono.database) as ref:
+            if bench.pinned:
+                procs.pin(ref.pids()["reference"], SERVER_CPUS)
+            # Interleaved: the shop and the bare stack take turns on the same core.
+            bench.reference(
+                [
+                    (mono, "health", "health", mono.url),
+                    (ref, "health", "health", ref.url),
+                    (mono, "product", "product", mono.url),
+                    (ref, "product", "product", ref.url),
+                ]
+            )
+            bench.remember_memory(ref)
+        bench.profile(mono, max(plan.ladder))
         bench.remember_memory(mono)
 
     with services(out, plan) as serv:
@@ -852,13 +990,13 @@ def compare(bench: Bench) -> float:
         bench.fixed_rate(serv, half_rate)
         catalog = serv.extra_urls["catalog"]
         bench.reference(
-            serv,
             [
-                ("health", "health", serv.url),
-                ("product-catalog", "product", catalog),
-                ("product-gateway", "product", serv.url),
-            ],
+                (serv, "health", "health", serv.url),
+                (serv, "product-catalog", "product", catalog),
+                (serv, "product-gateway", "product", serv.url),
+            ]
         )
+        bench.profile(serv, max(plan.ladder))
         bench.remember_memory(serv)
 
     if plan.scaling:
@@ -866,11 +1004,11 @@ def compare(bench: Bench) -> float:
         with services(out, plan, replicas=replicas) as scaled:
             count = sum(len(pids) for pids in scaled.groups.values())
             bench.prepare(scaled)
-            bench.reference(scaled, [(f"scaling-{count}proc", "shopper", scaled.url)])
+            bench.reference([(scaled, f"scaling-{count}proc", "shopper", scaled.url)])
             bench.remember_memory(scaled)
         with monolith(out, plan, workers=count) as workers:
             workers.name = f"monolith-w{count}"
             bench.prepare(workers)
-            bench.reference(workers, [(f"scaling-{count}proc", "shopper", workers.url)])
+            bench.reference([(workers, f"scaling-{count}proc", "shopper", workers.url)])
             bench.remember_memory(workers)
     return half_rate

@@ -183,24 +183,46 @@ def test_missed_targets_say_by_how_much() -> None:
     serv = rep.summarise([step("services", 8, 200, p50=8)])
     targets = rep.evaluate_targets(mono, serv, direct=None, via_gateway=None, failures=0)
     throughput = next(t for t in targets if "throughput" in t.name)
-    assert throughput.miss == "17% off"  # 0.5 against 0.6
-    assert "**no** (17% off)" in rep.targets_table(targets)
+    assert throughput.miss == "33% off"  # 0.5 against 0.75
+    assert "**no** (33% off)" in rep.targets_table(targets)
     assert targets[-1].miss == ""
 
 
 def test_a_miss_by_less_than_a_percent_is_not_shown_as_met() -> None:
     mono = rep.summarise([step("monolith", 8, 400, p50=4)])
-    serv = rep.summarise([step("services", 8, 239.5, p50=8)])
+    serv = rep.summarise([step("services", 8, 299.6, p50=8)])
     targets = rep.evaluate_targets(mono, serv, direct=None, via_gateway=None, failures=0)
     throughput = next(t for t in targets if "throughput" in t.name)
     assert not throughput.met
-    assert throughput.miss == "0.21% off"  # 0.59875 against 0.6
-    assert throughput.shown == "0.599"
-    assert "| 0.599 | >= 0.6 | **no** (0.21% off) |" in rep.targets_table(targets)
-    closer = rep.summarise([step("services", 8, 238, p50=8)])
+    assert throughput.miss == "0.13% off"  # 0.749 against 0.75
+    assert throughput.shown == "0.749"
+    assert "| 0.749 | >= 0.75 | **no** (0.13% off) |" in rep.targets_table(targets)
+    closer = rep.summarise([step("services", 8, 297.6, p50=8)])
     targets = rep.evaluate_targets(mono, closer, direct=None, via_gateway=None, failures=0)
     throughput = next(t for t in targets if "throughput" in t.name)
-    assert (throughput.shown, throughput.miss) == ("0.59", "0.83% off")  # 0.595: not "1% off"
+    assert (throughput.shown, throughput.miss) == ("0.74", "0.80% off")  # 0.744: not "1% off"
+
+
+def test_the_reference_app_and_cpu_targets() -> None:
+    mono = rep.summarise([step("monolith", 8, 400, cpu_seconds={"monolith": 8.0})])
+    serv = rep.summarise([step("services", 8, 300, cpu_seconds={"catalog": 9.0})])
+    view = rep.summarise([step("monolith", 64, 800, scenario="product")])[0]
+    bare = rep.summarise(
+        [step("reference", 64, 1000, scenario="product", cpu_seconds={"reference": 10.0})]
+    )[0]
+    targets = rep.evaluate_targets(
+        mono, serv, direct=None, via_gateway=None, failures=0, product=(view, bare)
+    )
+    by_goal = {target.name.split(":")[0].split(" (")[0]: target for target in targets}
+    product = by_goal["monolith / reference app"]
+    assert product.value == pytest.approx(0.8)
+    assert product.met
+    mix = next(t for t in targets if "reference app's product view CPU" in t.name)
+    assert mix.value == pytest.approx(0.8)  # 8,000 us per shopper request vs 10,000
+    assert mix.met
+    cpu = next(t for t in targets if "CPU per shopper request" in t.name)
+    assert cpu.value == pytest.approx(9000 / 8000)
+    assert cpu.met
 
 
 def test_capacity_table_has_a_total() -> None:
