@@ -5,19 +5,22 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop.cart.models import CartLine
 
+# Built once: every cart read and write lists the lines.
+_LINES = (
+    select(CartLine)
+    .where(CartLine.user_id == bindparam("user_id"))
+    .order_by(CartLine.added_at, CartLine.product_id)
+)
+
 
 async def list_lines(session: AsyncSession, user_id: uuid.UUID) -> Sequence[CartLine]:
-    result = await session.scalars(
-        select(CartLine)
-        .where(CartLine.user_id == user_id)
-        .order_by(CartLine.added_at, CartLine.product_id)
-    )
+    result = await session.scalars(_LINES, {"user_id": user_id})
     return result.all()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,14 +16,16 @@ async def get_item(session: AsyncSession, product_id: int) -> StockItem | None:
     return await session.get(StockItem, product_id, populate_existing=True)
 
 
+# Built once (the product view's query): no statement or cache key built per request.
+_AVAILABLE = select(StockItem.product_id, StockItem.on_hand - StockItem.reserved).where(
+    StockItem.product_id.in_(bindparam("product_ids", expanding=True))
+)
+
+
 async def available(session: AsyncSession, product_ids: Collection[int]) -> dict[int, int]:
     if not product_ids:
         return {}
-    rows = await session.execute(
-        select(StockItem.product_id, StockItem.on_hand - StockItem.reserved).where(
-            StockItem.product_id.in_(product_ids)
-        )
-    )
+    rows = await session.execute(_AVAILABLE, {"product_ids": list(product_ids)})
     return {row[0]: row[1] for row in rows}
 
 

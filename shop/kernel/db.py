@@ -105,7 +105,6 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
         async_creator=sqlite.creator(
             parsed.database or ":memory:",
             pragmas=(
-                "PRAGMA journal_mode=WAL",
                 "PRAGMA synchronous=NORMAL",
                 f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
                 "PRAGMA foreign_keys=ON",

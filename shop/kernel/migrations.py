@@ -19,10 +19,9 @@ from pathlib import Path
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import Connection, pool
-from sqlalchemy.ext.asyncio import async_engine_from_config
+from sqlalchemy import Connection
 
-from shop.kernel.db import normalise_url
+from shop.kernel.db import create_engine, normalise_url
 from shop.kernel.settings import DEFAULT_DATABASE_URL
 
 SHOP_ROOT = Path(__file__).resolve().parent.parent
@@ -97,11 +96,9 @@ def run_env() -> None:
         return
 
     async def run_async() -> None:
-        engine = async_engine_from_config(
-            config.get_section(config.config_ini_section, {}),
-            prefix="sqlalchemy.",
-            poolclass=pool.NullPool,
-        )
+        # The deployables' own engine: on SQLite the same connection (WAL mode, busy
+        # timeout), so a freshly migrated file is in WAL mode before any server opens it.
+        engine = create_engine(config.get_main_option("sqlalchemy.url") or "", pool_size=1)
         async with engine.connect() as connection:
             await connection.run_sync(do_run)
         await engine.dispose()

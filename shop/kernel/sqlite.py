@@ -33,6 +33,7 @@ import contextlib
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from queue import SimpleQueue
 from typing import Any, TypeVar
@@ -120,7 +121,7 @@ class Cursor:
 class Connection:
     """One ``sqlite3`` connection on a thread of its own (aiosqlite's surface, fewer hops)."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(self, connect: Callable[[], tuple[sqlite3.Connection, bool]]) -> None:
         self._jobs: SimpleQueue[Any] = SimpleQueue()
         self._thread = threading.Thread(
             target=_serve, args=(self._jobs,), name="sqlite", daemon=True
@@ -128,13 +129,17 @@ class Connection:
         self._thread.start()
         self._connect = connect
         self._conn: sqlite3.Connection | None = None
+        self._wal = False
+        """Reads may run on the loop only in WAL mode: in the rollback journal a reader can
+        wait for a writer's lock."""
         self._begin: str | None = None
         # True while the current transaction (or, outside one, the next statement) may run
-        # on the event loop: a deferred transaction that has only read so far.
-        self._reading = True
+        # on the event loop: a deferred transaction that has only read so far, in WAL mode.
+        self._reading = False
 
     async def _open(self) -> Connection:
-        self._conn = await self._run(self._connect)
+        self._conn, self._wal = await self._run(self._connect)
+        self._reading = self._wal
         return self
 
     @property
@@ -165,7 +170,7 @@ class Connection:
         the thread.
         """
         self._begin = statement
-        self._reading = statement.upper().split() == ["BEGIN", "DEFERRED"]
+        self._reading = self._wal and statement.upper().split() == ["BEGIN", "DEFERRED"]
 
     async def _statement(
         self, sql: str, parameters: Any, *, many: bool
@@ -191,7 +196,7 @@ class Connection:
         return await self._run(run)
 
     async def _end(self, action: Callable[[], None]) -> None:
-        reading, self._reading = self._reading, True
+        reading, self._reading = self._reading, self._wal
         if self._begin is not None:
             # BEGIN was never sent: there is no transaction to end.
             self._begin = None
@@ -241,22 +246,43 @@ class _Discard:
         return None
 
 
+def _use_wal(conn: sqlite3.Connection, timeout: float) -> bool:
+    """Put the database in WAL mode if it is not yet; True when it is in WAL mode.
+
+    The switch needs every other connection gone for a moment, and SQLite answers "database
+    is locked" at once, busy timeout or not, when two new connections try it together (the
+    first start on a freshly migrated file): so try again until ``timeout``.
+    """
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return True
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return bool(conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def creator(
     database: str, *, pragmas: Sequence[str], timeout: float, uri: bool = False
 ) -> Callable[[], Any]:
-    """An ``async_creator`` for ``create_async_engine``: opens ``database`` with ``pragmas``.
+    """An ``async_creator`` for ``create_async_engine``: opens ``database`` in WAL mode (where
+    it can: an in-memory database cannot) with ``pragmas``.
 
     The connection runs in autocommit mode (``isolation_level=None``): transactions begin
     only where SQLAlchemy begins them, with the mode the engine's ``begin`` event chooses.
     """
 
-    def connect() -> sqlite3.Connection:
+    def connect() -> tuple[sqlite3.Connection, bool]:
         conn = sqlite3.connect(
             database, timeout=timeout, isolation_level=None, check_same_thread=False, uri=uri
         )
+        wal = _use_wal(conn, timeout)
         for pragma in pragmas:
             conn.execute(pragma)
-        return conn
+        return conn, wal
 
     async def open_connection() -> Connection:
         return await Connection(connect)._open()

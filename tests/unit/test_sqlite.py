@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -179,3 +180,45 @@ async def test_a_closed_connection_refuses_work(tmp_path: Path) -> None:
     await conn.close()  # twice is harmless
     with pytest.raises(Exception, match="closed"):
         conn.cursor()
+
+
+async def test_many_first_connections_switch_a_fresh_file_to_wal(tmp_path: Path) -> None:
+    """A freshly migrated file is in rollback-journal mode; the first connections, opened
+    together, put it in WAL mode without any of them failing on "database is locked"."""
+    path = tmp_path / "fresh.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    conn.close()
+    database = Database.connect(f"sqlite:///{path}", pool_size=12)
+
+    async def read() -> int:
+        async with database.reader() as session, session.begin():
+            value = (await session.execute(text("SELECT x FROM t"))).scalar_one()
+            await asyncio.sleep(0.01)  # hold the connection so that all twelve are opened
+            return int(value)
+
+    try:
+        assert await asyncio.gather(*(read() for _ in range(12))) == [1] * 12
+    finally:
+        await database.dispose()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+async def test_outside_wal_mode_reads_go_to_the_thread(hops: collections.Counter[str]) -> None:
+    """In-memory databases have no WAL: a reader there could wait for a lock, so no read
+    runs on the event loop."""
+    database = Database.connect("sqlite://")
+    try:
+        async with database.reader() as session, session.begin():
+            await session.execute(text("SELECT 1"))  # the engine's first connect queries
+        hops.clear()
+        async with database.reader() as session, session.begin():
+            assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await database.dispose()
+    # BEGIN with the SELECT, then COMMIT: both on the thread. (An in-memory database gets a
+    # new connection per checkout, so "connect" and "close" come with them.)
+    assert (hops["run"], hops["commit"]) == (1, 1), hops
