@@ -73,11 +73,7 @@ async def list_products(
 @router.get("/products/{product_id}", response_model=ProductDetail, responses=problems(404, 422))
 async def get_product(product_id: ProductId, session: Session, stock: Stock) -> Any:
     """One product, with the units available now."""
-    product = await service.get_product(session, product_id=product_id)
-    available = await stock.available([product.id])
-    return ProductDetail(
-        **ProductRead.model_validate(product).model_dump(), available=available.get(product.id, 0)
-    )
+    return await service.get_product_view(session, product_id=product_id, stock=stock)
 
 
 @router.post(

@@ -14,8 +14,16 @@ from shop.catalog.exceptions import (
     SkuExists,
 )
 from shop.catalog.models import Category, Product
+from shop.catalog.ports import StockLevels
 from shop.catalog.repository import ProductFilter
-from shop.catalog.schemas import CategoryCreate, ProductCreate, ProductSort, ProductUpdate
+from shop.catalog.schemas import (
+    CategoryCreate,
+    ProductCreate,
+    ProductDetail,
+    ProductRead,
+    ProductSort,
+    ProductUpdate,
+)
 
 
 async def list_categories(session: AsyncSession) -> Sequence[Category]:
@@ -42,6 +50,17 @@ async def get_product(session: AsyncSession, *, product_id: int) -> Product:
     if product is None:
         raise ProductNotFound(f"There is no product {product_id}.")
     return product
+
+
+async def get_product_view(
+    session: AsyncSession, *, product_id: int, stock: StockLevels
+) -> ProductDetail:
+    """One product with the units available now (inventory's, through the port)."""
+    product = await get_product(session, product_id=product_id)
+    available = await stock.available([product.id])
+    # Validated once, from the row; then the count added without validating it all again.
+    read = ProductRead.model_validate(product)
+    return ProductDetail.model_construct(**dict(read), available=available.get(product.id, 0))
 
 
 async def get_products(session: AsyncSession, *, product_ids: Sequence[int]) -> list[Product]:
