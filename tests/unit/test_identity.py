@@ -395,6 +395,61 @@ async def test_an_unknown_kid_reloads_the_jwks_once_per_refresh_interval() -> No
     assert source.loads == 3
 
 
+async def test_a_remembered_token_is_not_checked_again_until_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = new_key()
+    verifier = verifier_for(JwksSource(key))
+    token = sign(key, claims_for())
+    checks = 0
+    decode = jwt.decode
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal checks
+        checks += 1
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting)
+    first = await verifier.verify(token)
+    assert [await verifier.verify(token) for _ in range(5)] == [first] * 5
+    assert checks == 1
+
+
+async def test_a_remembered_token_stops_passing_at_its_expiry() -> None:
+    key = new_key()
+    verifier = verifier_for(JwksSource(key))
+    exp = int(time.time()) - 4  # inside the 5 s leeway for less than a second more
+    token = sign(key, claims_for(iat=exp - 100, exp=exp))
+    await verifier.verify(token)
+    await anyio.sleep(max(0.0, exp + 5 - time.time()) + 0.05)
+    with pytest.raises(Unauthorized, match="expired"):
+        await verifier.verify(token)
+
+
+async def test_a_remembered_token_stops_passing_once_its_key_leaves_the_jwks() -> None:
+    old, new = new_key(), new_key()
+    source = JwksSource(old)
+    clock = Clock()
+    verifier = verifier_for(source, clock)
+    old_token = sign(old, claims_for())
+    await verifier.verify(old_token)
+
+    source.keys = [new]  # identity retired the old key
+    clock.now += 31
+    await verifier.verify(sign(new, claims_for()))  # an unknown kid: the JWKS is reloaded
+    with pytest.raises(Unauthorized, match="unknown key"):
+        await verifier.verify(old_token)
+
+
+async def test_the_remembered_tokens_are_bounded() -> None:
+    key = new_key()
+    verifier = TokenVerifier(JwksSource(key), issuer=ISSUER, audience=AUDIENCE, max_remembered=3)
+    tokens = [sign(key, claims_for()) for _ in range(5)]
+    for token in tokens:
+        await verifier.verify(token)
+    assert list(verifier._remembered) == tokens[2:]
+
+
 async def test_an_identity_outage_is_unavailable_not_a_bad_token() -> None:
     """A JWKS load that fails answers 503 and is not counted: once identity is back, the
     next request loads the keys, instead of 401s for the rest of the refresh interval."""
