@@ -16,6 +16,7 @@ timeouts, retries, the breaker, the answer) is the same code on both. A call ans
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json as jsonlib
 import logging
@@ -295,9 +296,6 @@ class Upstream:
     ) -> UpstreamResponse:
         """One attempt, within what is left of the budget; its failure classified."""
         remaining = max(0.01, remaining)
-        timeout = httpx2.Timeout(
-            min(self.timeouts.read, remaining), connect=min(self.timeouts.connect, remaining)
-        )
         # Straight to the transport: an httpx2.Request in, an httpx2.Response out. The
         # AsyncClient above it (cookies, auth, redirects, default headers: nothing a call
         # between services uses) cost more CPU per call than the transport itself
@@ -309,14 +307,18 @@ class Upstream:
             json=json,
             headers={**self._headers, **headers} if headers else self._headers,
             extensions={
-                "timeout": {"connect": timeout.connect, "read": timeout.read, "pool": None}
+                "timeout": {
+                    "connect": min(self.timeouts.connect, remaining),
+                    "read": min(self.timeouts.read, remaining),
+                    "pool": None,
+                }
             },
         )
         response: httpx2.Response | None = None
         try:
             # Connect and each read are bounded above; this bounds the attempt as a whole
             # (an answer that trickles in would pass every read timeout).
-            with anyio.move_on_after(remaining):
+            async with asyncio.timeout(remaining):
                 answer = await self._transport.handle_async_request(request)
                 try:
                     await answer.aread()
@@ -329,6 +331,8 @@ class Upstream:
             raise _TimedOut from exc
         except (httpx2.TransportError, httpx2.DecodingError) as exc:
             raise _Broken from exc
+        except TimeoutError:
+            pass  # the attempt's budget ran out: response stays None
         if response is None:
             raise _TimedOut from TimeoutError(f"no complete answer within {remaining:.2f} s")
         return UpstreamResponse(

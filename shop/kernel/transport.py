@@ -1,12 +1,11 @@
 """An ``httpx2`` transport that sends over a pooled ``aiohttp`` session.
 
-:class:`shop.kernel.http.Upstream` always sends through an ``httpx2.AsyncClient``, so the
-calls between processes and the calls between apps wired in process (tests give it
-``httpx2.ASGITransport``) share every line above the transport. Over real sockets that
-client gets this transport rather than httpx2's own connection pool, because that pool costs
-several times the caller's CPU per call of an aiohttp session: 966 against 230 us per call
-in ``docs/benchmarks.md``, measured with ``python -m bench.upstream`` (which also measures
-this transport under the httpx2 client, and a bare aiohttp session as the floor).
+:class:`shop.kernel.http.Upstream` hands every call, as an ``httpx2.Request``, to an
+``httpx2`` transport, so the calls between processes and the calls between apps wired in
+process (tests give it ``httpx2.ASGITransport``) share every line above the transport. Over
+real sockets it gets this transport rather than httpx2's own connection pool, which costs
+about twice the caller's CPU per call (``python -m bench.upstream`` measures both, and a
+bare aiohttp session as the floor; figures in docs/benchmarks.md).
 
 aiohttp's failures are raised as httpx2's exception classes, so a caller tells "never sent"
 (``ConnectError``, ``ConnectTimeout``) from "sent, no answer in time" (``ReadTimeout``) from
@@ -26,7 +25,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
     """Sends each request exactly as httpx2 built it, and answers the body read whole.
 
     The session is made on the first request (it needs the running event loop) and closed
-    by :meth:`aclose` (``httpx2.AsyncClient.aclose`` calls it). Per-request timeouts come
+    by :meth:`aclose`. Per-request timeouts come
     from the request's ``timeout`` extension: ``connect`` bounds the socket connect, ``pool``
     plus ``connect`` the wait for a pooled connection and its connect, ``read`` each socket
     read. aiohttp has no write timeout, so ``write`` is not used.
@@ -94,15 +93,23 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             raise httpx2.ReadError(str(exc), request=request) from exc
         except aiohttp.ClientError as exc:  # disconnected, truncated body, bad status line
             raise httpx2.RemoteProtocolError(str(exc), request=request) from exc
-        return httpx2.Response(
-            response.status,
-            # The raw pairs: a header sent twice stays twice, in order.
-            headers=response.raw_headers,
-            # A stream, not `content=`, which would add a Content-Length the upstream did not
-            # send (to a chunked answer); httpx2 reads (and decodes) it whole in `send`.
-            stream=httpx2.ByteStream(content),
-            request=request,
+        if "Content-Encoding" in response.headers:
+            # A stream, which the caller's `aread` decodes by its Content-Encoding.
+            return httpx2.Response(
+                response.status,
+                headers=response.raw_headers,  # the raw pairs: a header sent twice stays twice
+                stream=httpx2.ByteStream(content),
+                request=request,
+            )
+        # The common case, a plain body: handed over as read, with no stream to go through
+        # httpx2's decoders again (about 50 us of the 330 a call costs its caller).
+        answer = httpx2.Response(
+            response.status, headers=response.raw_headers, content=content, request=request
         )
+        if "Content-Length" not in response.headers:
+            # `content=` adds one; a chunked answer had none, and none is made up.
+            del answer.headers["Content-Length"]
+        return answer
 
     async def aclose(self) -> None:
         self._closed = True
