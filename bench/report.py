@@ -538,6 +538,50 @@ def targets_table(targets: Sequence[Target]) -> str:
     return "\n".join(lines)
 
 
+def why_missed(
+    targets: Sequence[Target],
+    monolith: Sequence[Row],
+    services: Sequence[Row],
+    product: tuple[Row | None, Row | None] = (None, None),
+) -> list[str]:
+    """For each missed target, where the difference sits in this run's own figures (CPU per
+    request by process), and what the profiles said it is (docs/benchmarks.md)."""
+    missed = {target.name for target in targets if not target.met}
+    notes: list[str] = []
+    shop_view, reference = product
+    if (
+        shop_view is not None
+        and reference is not None
+        and any(
+            name.startswith("monolith / reference app") or "reference app's product view" in name
+            for name in missed
+        )
+    ):
+        extra = shop_view.cpu_us_total - reference.cpu_us_total
+        notes.append(
+            f"- **The shop's layers** cost {_fmt(extra)} CPU us more per product view than the"
+            f" reference app ({_fmt(shop_view.cpu_us_total)} vs {_fmt(reference.cpu_us_total)}):"
+            " in the profiles, the ORM session (an AsyncSession transaction costs about twice a"
+            " Core connection), FastAPI's dependency solving and the request session's exit, and"
+            " uvicorn's access log (about 80 us), which the reference app does not write."
+        )
+    mono, serv = saturation(monolith), saturation(services)
+    if mono is not None and serv is not None and any("services / monolith" in n for n in missed):
+        parts = sorted(serv.cpu_us.items(), key=lambda item: -item[1])
+        by_process = ", ".join(f"{name} {_fmt(us)}" for name, us in parts if us >= 1)
+        notes.append(
+            f"- **The split** costs {_fmt(serv.cpu_us_total - mono.cpu_us_total)} CPU us more"
+            f" per shopper request than the monolith ({_fmt(serv.cpu_us_total)} vs"
+            f" {_fmt(mono.cpu_us_total)}; by process: {by_process}). Every server shares one"
+            " core, so throughput follows CPU per request. Per the profiles the difference is"
+            " the internal calls: each product view asks inventory, each cart read and write"
+            " asks catalog, a checkout makes five; each call is a second FastAPI request in"
+            " another process plus the caller's client and the process switches, and every"
+            " request crosses the gateway. Read models fed by events remove the hottest ones."
+        )
+    return notes
+
+
 def capacity_table(projection: Sequence[Capacity], rates: Sequence[int]) -> str:
     head = ["component", "CPU us/req", "req/s per core", *(f"cores at {r:,} req/s" for r in rates)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -745,6 +745,15 @@ def write_report(
         rep.targets_table(targets),
         "",
     ]
+    why = rep.why_missed(targets, mono, serv, product)
+    if why:
+        parts += [
+            "Where the misses come from (this run's figures; the profiles behind them:"
+            ' `--profile`, and docs/benchmarks.md, "Where the time went"):',
+            "",
+            *why,
+            "",
+        ]
     for topology in ("monolith", "services"):
         ladder = rep.select(rows, topology, "shopper")
         if ladder:

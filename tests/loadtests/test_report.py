@@ -270,3 +270,24 @@ def test_kata_plot(tmp_path: Path) -> None:
     rows = rep.summarise([step("step-0", 8, 400, cpu_seconds={"monolith": 2.5})])
     steps = rep.kata_steps(rows, [(0, "The monolith", "step-0", 1)])
     assert rep.plot_kata(steps, tmp_path).stat().st_size > 0
+
+
+def test_missed_targets_are_explained_from_the_run_s_own_figures() -> None:
+    mono = rep.summarise([step("monolith", 8, 400, cpu_seconds={"monolith": 3.0})])
+    serv = rep.summarise(
+        [step("services", 8, 200, cpu_seconds={"catalog": 3.0, "inventory": 2.0, "gateway": 1.0})]
+    )
+    view = rep.summarise([step("monolith", 64, 600, scenario="product")])[0]
+    bare = rep.summarise(
+        [step("reference", 64, 900, scenario="product", cpu_seconds={"reference": 0.5})]
+    )[0]
+    targets = rep.evaluate_targets(
+        mono, serv, direct=None, via_gateway=None, failures=0, product=(view, bare)
+    )
+    notes = rep.why_missed(targets, mono, serv, (view, bare))
+    assert len(notes) == 2
+    assert "500 CPU us more per product view" in notes[0]  # 1,000 vs 500 us
+    assert "3,000 CPU us more per shopper request" in notes[1]  # 6,000 vs 3,000 us
+    assert "catalog 3,000, inventory 2,000, gateway 1,000" in notes[1]
+    met = rep.evaluate_targets(mono, mono, direct=None, via_gateway=None, failures=0)
+    assert rep.why_missed(met, mono, mono) == []
