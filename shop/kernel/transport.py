@@ -107,8 +107,9 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             response.status, headers=response.raw_headers, content=content, request=request
         )
         if "Content-Length" not in response.headers:
-            # `content=` adds one; a chunked answer had none, and none is made up.
-            del answer.headers["Content-Length"]
+            # `content=` adds one to a non-empty body; a chunked answer had none, and a 204
+            # none either: none is made up.
+            answer.headers.pop("Content-Length", None)
         return answer
 
     async def aclose(self) -> None:

@@ -544,6 +544,30 @@ async def test_over_sockets_an_answer_keeps_its_headers_as_sent(
     assert "Content-Length" not in response.headers
 
 
+@pytest.mark.parametrize(
+    ("reply", "content"),
+    [
+        (b"HTTP/1.1 204 No Content\r\n\r\n", b""),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", b""),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", b"{}"),
+    ],
+)
+async def test_over_sockets_an_empty_answer_is_an_answer(
+    raw: Callable[[bytes], Awaitable[Live]], reply: bytes, content: bytes
+) -> None:
+    """A 204 (no body, no length) and an empty 200 come back as they were sent."""
+    live = await raw(reply)
+    client = socket_upstream(live.url)
+    try:
+        with anyio.fail_after(LIMIT):
+            response = await client.request("POST", "/x", idempotent=False, json={"a": 1})
+    finally:
+        await client.aclose()
+    assert response.content == content
+    sent = reply.split(b"\r\n\r\n")[0].decode().lower()
+    assert ("content-length" in response.headers) == ("content-length" in sent)
+
+
 async def test_the_budget_bounds_an_answer_that_trickles_in() -> None:
     finished = asyncio.Event()
 
