@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from gateway.settings import GatewaySettings
+from shop.kernel import process
 from shop.kernel.topology import load
 
 
@@ -31,15 +32,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     port = args.port or load(GatewaySettings().topology).gateway_port or 8000
-    import uvicorn
-
-    uvicorn.run(
+    process.serve(
         "gateway.app:create_app",
-        factory=True,
         host=args.host,
         port=port,
         workers=args.workers,
-        log_level="info",
         access_log=args.access_log,
         # The gateway is the edge: X-Forwarded-* from a caller are not to be trusted, and the
         # gateway writes its own for the services.

@@ -23,6 +23,7 @@ from monolith.settings import MonolithSettings
 from shop.identity.dependencies import IdentityRuntime
 from shop.identity.service import ensure_admin
 from shop.identity.tokens import write_key_file
+from shop.kernel import process
 from shop.kernel.db import Database
 from shop.kernel.migrations import CONTEXTS, upgrade
 
@@ -107,15 +108,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit("the password needs at least 8 characters")
         asyncio.run(_create_admin(settings, args.email, password))
     else:
-        import uvicorn
-
-        uvicorn.run(
-            "monolith.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level="info",
+        process.serve(
+            "monolith.app:create_app", host=args.host, port=args.port, workers=args.workers
         )
 
 

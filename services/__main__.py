@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+from shop.kernel import process
 from shop.kernel.migrations import upgrade
 from shop.kernel.topology import TopologyError, load
 
@@ -45,16 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{spec.name}: migrated {', '.join(spec.contexts)}")
         return
 
-    import uvicorn
-
-    uvicorn.run(
-        spec.app,
-        factory=True,
-        host=args.host,
-        port=args.port or spec.port,
-        workers=args.workers,
-        log_level="info",
-    )
+    process.serve(spec.app, host=args.host, port=args.port or spec.port, workers=args.workers)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,52 @@
+"""Serving: the app is built by its factory, then the heap it was built from is frozen."""
+
+from __future__ import annotations
+
+import gc
+import os
+from typing import Any
+
+import pytest
+
+from shop.kernel import process
+
+BUILT: list[object] = []
+
+
+def factory() -> object:
+    app = object()
+    BUILT.append(app)
+    return app
+
+
+def test_the_built_app_is_the_factory_s_and_the_heap_behind_it_is_frozen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHOP_APP_FACTORY", f"{__name__}:factory")
+    gc.unfreeze()
+    try:
+        app = process.built_app()
+        assert app is BUILT[-1]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_serve_hands_uvicorn_the_freezing_factory(monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    calls: list[tuple[Any, dict[str, Any]]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    monkeypatch.setenv("SHOP_APP_FACTORY", "")  # restored after the test, whatever serve sets
+    process.serve("monolith.app:create_app", host="127.0.0.1", port=8001, workers=2, x=1)
+    [(app, options)] = calls
+    assert app == "shop.kernel.process:built_app"
+    assert options == {
+        "factory": True,
+        "host": "127.0.0.1",
+        "port": 8001,
+        "workers": 2,
+        "log_level": "info",
+        "x": 1,
+    }
+    assert os.environ["SHOP_APP_FACTORY"] == "monolith.app:create_app"
