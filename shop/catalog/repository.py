@@ -6,9 +6,10 @@ import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import BindParameter, Select, bindparam, select
+from sqlalchemy import BindParameter, ColumnElement, Select, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from shop.catalog.models import Category, Product
 from shop.catalog.schemas import ProductSort
@@ -98,15 +99,13 @@ def _listing(
         # SQLAlchemy's lower(x) LIKE lower(y) only doubled the cost of the scan (690 vs 340
         # us over the 1,000 seeded products).
         pattern: BindParameter[str] = bindparam("pattern")
-        if sqlite:
-            matches = Product.name.like(pattern, escape=_LIKE_ESCAPE) | Product.description.like(
-                pattern, escape=_LIKE_ESCAPE
-            )
-        else:
-            matches = Product.name.ilike(pattern, escape=_LIKE_ESCAPE) | Product.description.ilike(
-                pattern, escape=_LIKE_ESCAPE
-            )
-        query = query.where(matches)
+
+        def contains(column: InstrumentedAttribute[str]) -> ColumnElement[bool]:
+            if sqlite:
+                return column.like(pattern, escape=_LIKE_ESCAPE)
+            return column.ilike(pattern, escape=_LIKE_ESCAPE)
+
+        query = query.where(contains(Product.name) | contains(Product.description))
     if low:
         query = query.where(Product.price_amount >= bindparam("min_price"))
     if high:

@@ -314,17 +314,15 @@ class Upstream:
                 }
             },
         )
-        response: httpx2.Response | None = None
         try:
             # Connect and each read are bounded above; this bounds the attempt as a whole
             # (an answer that trickles in would pass every read timeout).
             async with asyncio.timeout(remaining):
-                answer = await self._transport.handle_async_request(request)
+                response = await self._transport.handle_async_request(request)
                 try:
-                    await answer.aread()
+                    await response.aread()
                 finally:
-                    await answer.aclose()
-                response = answer
+                    await response.aclose()
         except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
             raise _NotSent from exc
         except httpx2.TimeoutException as exc:
@@ -332,8 +330,7 @@ class Upstream:
         except (httpx2.TransportError, httpx2.DecodingError) as exc:
             raise _Broken from exc
         except TimeoutError:
-            pass  # the attempt's budget ran out: response stays None
-        if response is None:
+            # The attempt's own budget: logged as the cause, like the transports' timeouts.
             raise _TimedOut from TimeoutError(f"no complete answer within {remaining:.2f} s")
         return UpstreamResponse(
             response.status_code,

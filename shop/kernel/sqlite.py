@@ -129,9 +129,9 @@ class Connection:
         self._thread.start()
         self._connect = connect
         self._conn: sqlite3.Connection | None = None
+        # Reads may run on the loop only in WAL mode: in the rollback journal a reader can
+        # wait for a writer's lock.
         self._wal = False
-        """Reads may run on the loop only in WAL mode: in the rollback journal a reader can
-        wait for a writer's lock."""
         self._begin: str | None = None
         # True while the current transaction (or, outside one, the next statement) may run
         # on the event loop: a deferred transaction that has only read so far, in WAL mode.

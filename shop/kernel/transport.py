@@ -40,27 +40,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
     def _open(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("the transport is closed")
-        session = aiohttp.ClientSession(
-            # Idle connections are closed after 4 s, before uvicorn's 5 s on the service side:
-            # the side that closes first must be the client, or a request can be sent on a
-            # connection the service is closing.
-            connector=aiohttp.TCPConnector(
-                limit=self.limit, limit_per_host=0, keepalive_timeout=self.keepalive_timeout
-            ),
-            # No cookies, and no header httpx2 did not put on the request: aiohttp would add
-            # Accept, Accept-Encoding, User-Agent, and a Content-Type to a POST without one.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
-            # The body is handed over as it came: httpx2 decodes it by its Content-Encoding,
-            # and would fail on a body aiohttp had already decoded.
-            auto_decompress=False,
-        )
-        # aiohttp resends GET, PUT and DELETE once by itself when a connection drops after
-        # the request was written. Only the caller decides what is retried (Upstream's
-        # `idempotent`), so that resend is turned off.
-        session._retry_connection = False
-        self._session = session
-        return session
+        self._session = session(limit=self.limit, keepalive_timeout=self.keepalive_timeout)
+        return self._session
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         session = self._session
@@ -117,6 +98,31 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+
+def session(*, limit: int = 200, keepalive_timeout: float = 4.0) -> aiohttp.ClientSession:
+    """An ``aiohttp`` session tuned for calls between the shop's services (the transport's,
+    and ``python -m bench.upstream``'s floor)."""
+    new = aiohttp.ClientSession(
+        # Idle connections are closed after 4 s, before uvicorn's 5 s on the service side:
+        # the side that closes first must be the client, or a request can be sent on a
+        # connection the service is closing.
+        connector=aiohttp.TCPConnector(
+            limit=limit, limit_per_host=0, keepalive_timeout=keepalive_timeout
+        ),
+        # No cookies, and no header httpx2 did not put on the request: aiohttp would add
+        # Accept, Accept-Encoding, User-Agent, and a Content-Type to a POST without one.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+        # The body is handed over as it came: httpx2 decodes it by its Content-Encoding,
+        # and would fail on a body aiohttp had already decoded.
+        auto_decompress=False,
+    )
+    # aiohttp resends GET, PUT and DELETE once by itself when a connection drops after
+    # the request was written. Only the caller decides what is retried (Upstream's
+    # `idempotent`), so that resend is turned off.
+    new._retry_connection = False
+    return new
 
 
 def _client_timeout(timeout: Mapping[str, float | None] | None) -> aiohttp.ClientTimeout:
