@@ -35,6 +35,7 @@ import httpx2
 from bench import procs
 from bench.run import REPO, free_port, stop_process, wait_ready
 from shop.kernel.http import Upstream
+from shop.kernel.transport import session as tuned_session
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -43,6 +44,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 BODY = json.dumps({str(i): 100_000 for i in range(1, 3)}).encode()
 
 MODES = ("aiohttp-transport", "httpx2-pool", "raw-aiohttp")
+TIMEOUT = aiohttp.ClientTimeout(sock_connect=1.0, sock_read=5.0)
 
 Call = Callable[[], Awaitable[None]]
 """One ``GET /internal/x?ids=1&ids=2``, its answer checked and its body decoded."""
@@ -73,23 +75,11 @@ def _upstream_call(upstream: Upstream) -> Call:
     return call
 
 
-def _raw_session() -> aiohttp.ClientSession:
-    """aiohttp alone, tuned as :class:`~shop.kernel.transport.AiohttpTransport` tunes it."""
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=200, limit_per_host=0, keepalive_timeout=4.0),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
-        timeout=aiohttp.ClientTimeout(sock_connect=1.0, sock_read=5.0),
-    )
-    session._retry_connection = False
-    return session
-
-
 def _raw_call(session: aiohttp.ClientSession, url: str) -> Call:
     params = [("ids", "1"), ("ids", "2")]
 
     async def call() -> None:
-        async with session.get(url + "/internal/x", params=params) as response:
+        async with session.get(url + "/internal/x", params=params, timeout=TIMEOUT) as response:
             content = await response.read()
             assert response.status == 200
             assert json.loads(content)
@@ -100,7 +90,8 @@ def _raw_call(session: aiohttp.ClientSession, url: str) -> Call:
 async def _open(mode: str, url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
     """The call of ``mode`` and what closes its client."""
     if mode == "raw-aiohttp":
-        session = _raw_session()
+        # aiohttp alone, tuned as the transport tunes it (its timeouts given per call there).
+        session = tuned_session()
         return _raw_call(session, url), session.close
     transport = httpx2.AsyncHTTPTransport() if mode == "httpx2-pool" else None
     upstream = Upstream("bench", [url], transport=transport)
