@@ -1,0 +1,56 @@
+"""Fixtures of the security tier: each finding is shown black-box, against both shapes.
+
+Every test that takes ``shop`` runs twice: against the modular monolith and against the
+services behind the gateway, both built in process (ASGI transports, no sockets), each on its
+own scratch database (SQLite, or PostgreSQL with ``TEST_DATABASE_URL``). Findings that only a
+real socket can show (a slow body, a connection flood) start real processes instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx2
+import pytest
+
+from tests import targets
+from tests.contract.helpers import SharedTransport, Target, User, expect, login
+
+SHAPES = ("monolith", "services")
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session", params=SHAPES)
+async def shop(request: pytest.FixtureRequest) -> AsyncIterator[Target]:
+    """One deployment shape, built once per session."""
+    async with getattr(targets, request.param)() as raw:
+        yield Target.from_mapping(raw)
+
+
+def http_client(shop: Target) -> httpx2.AsyncClient:
+    transport = None if shop.transport is None else SharedTransport(shop.transport)
+    return httpx2.AsyncClient(base_url=shop.base_url, transport=transport, timeout=30.0)
+
+
+@pytest.fixture
+async def client(shop: Target) -> AsyncIterator[httpx2.AsyncClient]:
+    async with http_client(shop) as http:
+        yield http
+
+
+@pytest.fixture
+async def admin(shop: Target, client: httpx2.AsyncClient) -> User:
+    token = await login(client, shop.admin_email, shop.admin_password)
+    me = expect(await client.get("/users/me", headers={"Authorization": f"Bearer {token}"}), 200)
+    assert me["role"] == "admin", me
+    return User(
+        id=me["id"],
+        email=shop.admin_email,
+        password=shop.admin_password,
+        name=me["name"],
+        token=token,
+    )
