@@ -195,6 +195,9 @@ class PaymentsProcessor(Payments):
             },
             idempotent=True,
         )
+        if response.status_code == 409:
+            # Claimed by an earlier attempt that is still with the card processor.
+            return ChargeStatus.PENDING
         return ChargeStatus(expect(response, 200)["status"])
 
     async def status(self, key: str) -> ChargeStatus | None:

@@ -32,7 +32,8 @@ from shop.orders.ports import (
     Stock,
 )
 from shop.payments import service as payments
-from shop.payments.processor import FakeCardProcessor
+from shop.payments.dependencies import PaymentsRuntime
+from shop.payments.exceptions import PaymentInFlight
 from shop.payments.schemas import ChargeCreate
 
 
@@ -131,9 +132,9 @@ class InventoryReservations(Stock):
 class PaymentsProcessor(Payments):
     """orders -> payments: charge, look up, refund."""
 
-    def __init__(self, db: Database, processor: FakeCardProcessor) -> None:
+    def __init__(self, db: Database, runtime: PaymentsRuntime) -> None:
         self._db = db
-        self._processor = processor
+        self._runtime = runtime
 
     async def charge(
         self,
@@ -144,35 +145,46 @@ class PaymentsProcessor(Payments):
         amount: Money,
         card_number: str,
     ) -> ChargeStatus:
-        payment = await payments.create_payment(
-            self._db,
-            processor=self._processor,
-            data=ChargeCreate(
-                idempotency_key=key,
-                order_id=order_id,
-                user_id=user_id,
-                amount=amount,
-                card_number=card_number,
-            ),
-        )
+        try:
+            payment = await payments.create_payment(
+                self._db,
+                processor=self._runtime.processor,
+                data=ChargeCreate(
+                    idempotency_key=key,
+                    order_id=order_id,
+                    user_id=user_id,
+                    amount=amount,
+                    card_number=card_number,
+                ),
+                claim_expiry=self._runtime.claim_expiry,
+            )
+        except PaymentInFlight:
+            return ChargeStatus.PENDING
         return ChargeStatus(payment.status)
 
     async def status(self, key: str) -> ChargeStatus | None:
-        async with self._db.read() as session:
-            payment = await payments.get_payment_by_key(session, idempotency_key=key)
+        payment = await payments.get_charge(
+            self._db,
+            processor=self._runtime.processor,
+            key=key,
+            claim_expiry=self._runtime.claim_expiry,
+        )
         return None if payment is None else ChargeStatus(payment.status)
 
     async def refund(self, *, key: str, order_id: uuid.UUID, user_id: uuid.UUID) -> None:
-        async with self._db.writer() as session, session.begin():
-            await payments.refund_payment(
-                session, idempotency_key=key, order_id=order_id, user_id=user_id
-            )
+        await payments.refund_payment(
+            self._db,
+            processor=self._runtime.processor,
+            idempotency_key=key,
+            order_id=order_id,
+            user_id=user_id,
+        )
 
 
-def checkout_ports(db: Database, processor: FakeCardProcessor) -> CheckoutPorts:
+def checkout_ports(db: Database, payments_runtime: PaymentsRuntime) -> CheckoutPorts:
     return CheckoutPorts(
         cart=CartLines(db),
         prices=CatalogPriceList(db),
         stock=InventoryReservations(db),
-        payments=PaymentsProcessor(db, processor),
+        payments=PaymentsProcessor(db, payments_runtime),
     )

@@ -44,7 +44,7 @@ from shop.orders import router as orders
 from shop.orders.ports import CheckoutPorts
 from shop.orders.service import recovery_loop
 from shop.payments import router as payments
-from shop.payments.processor import FakeCardProcessor
+from shop.payments.dependencies import PaymentsRuntime
 
 logger = logging.getLogger("monolith")
 
@@ -118,7 +118,7 @@ class _Remote:
 def _bind(
     served: tuple[str, ...],
     db: Database,
-    processor: FakeCardProcessor,
+    payments_runtime: PaymentsRuntime,
     remote: Callable[[], _Remote],
 ) -> dict[type, object]:
     """Each port of a served context, bound in process or over HTTP to where its peer lives."""
@@ -151,7 +151,7 @@ def _bind(
             ),
             payments=pick(
                 "payments",
-                lambda: inprocess.PaymentsProcessor(db, processor),
+                lambda: inprocess.PaymentsProcessor(db, payments_runtime),
                 "PaymentsProcessor",
             ),
         )
@@ -195,7 +195,7 @@ def create_app(
                     opened.append(_Remote(settings, stack, links))
                 return opened[0]
 
-            processor = FakeCardProcessor(delay_seconds=settings.payments.processor_delay_seconds)
+            payments_runtime = PaymentsRuntime.from_settings(settings.payments)
             jwks: JwksSource
             if identity_runtime is not None:
                 signing_key = identity_runtime.signing_key
@@ -214,7 +214,9 @@ def create_app(
                 jwks, issuer=settings.identity.issuer, audience=settings.identity.audience
             )
             app.state.cart_settings = settings.cart
-            app.state.ports = _bind(served, db, processor, remote)
+            app.state.orders_settings = settings.orders
+            app.state.payments = payments_runtime
+            app.state.ports = _bind(served, db, payments_runtime, remote)
             if identity_runtime is not None and await bootstrap_admin(
                 db, passwords=identity_runtime.passwords, settings=settings.identity
             ):

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from services.runtime import Runtime, build_app
 from services.settings import ServiceSettings
-from shop.payments.processor import FakeCardProcessor
+from shop.payments.dependencies import PaymentsRuntime
 from shop.payments.router import internal_router, router
 
 
@@ -21,9 +21,7 @@ def create_app(
     settings = settings or ServiceSettings()
 
     async def wire(app: FastAPI, _: Runtime) -> None:
-        app.state.card_processor = FakeCardProcessor(
-            delay_seconds=settings.payments.processor_delay_seconds
-        )
+        app.state.payments = PaymentsRuntime.from_settings(settings.payments)
 
     return build_app(
         "payments",

@@ -11,8 +11,19 @@ from fastapi import Depends, Path, Request
 from shop.kernel.ports import provide
 from shop.orders.exceptions import IdempotencyKeyMissing
 from shop.orders.ports import CheckoutPorts
+from shop.orders.settings import OrdersSettings
 
 Ports = Annotated[CheckoutPorts, Depends(provide(CheckoutPorts))]
+
+
+async def orders_settings(request: Request) -> OrdersSettings:
+    settings = getattr(request.app.state, "orders_settings", None)
+    if not isinstance(settings, OrdersSettings):
+        raise RuntimeError("app.state.orders_settings is not set")
+    return settings
+
+
+Settings = Annotated[OrdersSettings, Depends(orders_settings)]
 OrderId = Annotated[uuid.UUID, Path(description="An order id")]
 
 

@@ -26,12 +26,15 @@ class OrderStatus(StrEnum):
 
 
 class SagaStep(StrEnum):
-    """The last checkout step known done; recovery resumes from here."""
+    """The last step of the order's saga known done; recovery goes on from here."""
 
     STARTED = "started"
     RESERVED = "reserved"
     CHARGED = "charged"
+    """Payment captured: from here the checkout only goes forward, to confirmed."""
     FINISHED = "finished"
+    CANCELLING = "cancelling"
+    """A cancellation began (refund, then restock); recovery completes it."""
 
 
 class Order(Base):
@@ -49,6 +52,11 @@ class Order(Base):
     shipping_address: Mapped[dict[str, Any]] = mapped_column(JSON)
     card_last4: Mapped[str] = mapped_column(String(4))
     failure_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The lease of whoever runs the saga now (a request, or recovery in some replica): only
+    # the holder records steps or finishes the order, and recovery takes over an order only
+    # once its lease ran out without a step being recorded.
+    lease_owner: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     # The first answer to this idempotency key, replayed verbatim to every retry.
     response_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
     response_body: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -29,6 +29,8 @@ class PricedProduct:
 
 
 class ChargeStatus(StrEnum):
+    PENDING = "pending"
+    """Payments is still asking the card processor; the outcome is not known yet."""
     CAPTURED = "captured"
     DECLINED = "declined"
     TIMED_OUT = "timed_out"

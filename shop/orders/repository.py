@@ -6,12 +6,12 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop.kernel.db import utcnow
-from shop.orders.models import Order, OrderStatus
+from shop.orders.models import Order, OrderStatus, SagaStep
 
 
 async def get_order(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
@@ -49,23 +49,87 @@ async def list_orders(
     return result.all()
 
 
-async def list_pending(session: AsyncSession, *, updated_before: datetime) -> Sequence[uuid.UUID]:
+async def list_unattended(session: AsyncSession, *, now: datetime) -> Sequence[uuid.UUID]:
+    """Orders whose saga nobody runs: pending, or being cancelled, with their lease run out."""
     result = await session.scalars(
         select(Order.id)
-        .where(Order.status == OrderStatus.PENDING.value, Order.updated_at < updated_before)
+        .where(
+            or_(
+                Order.status == OrderStatus.PENDING.value,
+                and_(
+                    Order.status == OrderStatus.CONFIRMED.value,
+                    Order.saga_step == SagaStep.CANCELLING.value,
+                ),
+            ),
+            or_(Order.lease_expires_at.is_(None), Order.lease_expires_at < now),
+        )
         .order_by(Order.created_at)
     )
     return result.all()
 
 
-async def set_status(
-    session: AsyncSession, order_id: uuid.UUID, *, old: OrderStatus, new: OrderStatus
+async def take_lease(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    *,
+    owner: str,
+    status: OrderStatus,
+    until: datetime,
+    now: datetime,
+    step: SagaStep | None = None,
 ) -> bool:
-    """Move the order from ``old`` to ``new`` status; False if it was not in ``old``."""
+    """Hold the order's lease until ``until`` (renewing it if ``owner`` holds it already).
+
+    Granted only while the order is in ``status`` and nobody else holds a live lease, so a
+    conditional update decides between racing runners on any database. ``step`` records
+    the step done with it.
+    """
+    values: dict[str, object] = {
+        "lease_owner": owner,
+        "lease_expires_at": until,
+        "updated_at": now,
+    }
+    if step is not None:
+        values["saga_step"] = step.value
     result = await session.execute(
         update(Order)
-        .where(Order.id == order_id, Order.status == old.value)
-        .values(status=new.value, updated_at=utcnow())
+        .where(
+            Order.id == order_id,
+            Order.status == status.value,
+            or_(
+                Order.lease_owner == owner,
+                Order.lease_expires_at.is_(None),
+                Order.lease_expires_at < now,
+            ),
+        )
+        .values(values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def drop_lease(session: AsyncSession, order_id: uuid.UUID, *, owner: str) -> None:
+    """Give the lease up at once (the holder leaves the order to whoever comes next)."""
+    await session.execute(
+        update(Order)
+        .where(Order.id == order_id, Order.lease_owner == owner)
+        .values(lease_owner=None, lease_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def finish_cancellation(session: AsyncSession, order_id: uuid.UUID) -> bool:
+    """Confirmed -> cancelled, the saga finished and the lease dropped; False if not confirmed."""
+    result = await session.execute(
+        update(Order)
+        .where(Order.id == order_id, Order.status == OrderStatus.CONFIRMED.value)
+        .values(
+            status=OrderStatus.CANCELLED.value,
+            saga_step=SagaStep.FINISHED.value,
+            lease_owner=None,
+            lease_expires_at=None,
+            updated_at=utcnow(),
+        )
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -12,7 +12,13 @@ from shop.kernel.errors import PROBLEM_CONTENT_TYPE, problems
 from shop.kernel.pagination import Page, Paging
 from shop.kernel.security import CurrentUser
 from shop.orders import service
-from shop.orders.dependencies import IDEMPOTENCY_KEY_OPENAPI, IdempotencyKey, OrderId, Ports
+from shop.orders.dependencies import (
+    IDEMPOTENCY_KEY_OPENAPI,
+    IdempotencyKey,
+    OrderId,
+    Ports,
+    Settings,
+)
 from shop.orders.schemas import OrderCreate, OrderRead
 
 router = APIRouter(tags=["orders"])
@@ -26,11 +32,21 @@ router = APIRouter(tags=["orders"])
     openapi_extra=IDEMPOTENCY_KEY_OPENAPI,
 )
 async def create_order(
-    principal: CurrentUser, key: IdempotencyKey, body: OrderCreate, db: Db, ports: Ports
+    principal: CurrentUser,
+    key: IdempotencyKey,
+    body: OrderCreate,
+    db: Db,
+    ports: Ports,
+    settings: Settings,
 ) -> JSONResponse:
     """Check out the caller's cart (replays the first answer for a repeated key)."""
     result = await service.create_order(
-        db, ports=ports, user_id=principal.user_id, idempotency_key=key, data=body
+        db,
+        ports=ports,
+        settings=settings,
+        user_id=principal.user_id,
+        idempotency_key=key,
+        data=body,
     )
     media_type = "application/json" if result.status_code < 400 else PROBLEM_CONTENT_TYPE
     return JSONResponse(result.body, status_code=result.status_code, media_type=media_type)
@@ -56,6 +72,10 @@ async def get_order(order_id: OrderId, principal: CurrentUser, session: Session)
     response_model=OrderRead,
     responses=problems(401, 404, 409, 422),
 )
-async def cancel_order(order_id: OrderId, principal: CurrentUser, db: Db, ports: Ports) -> Any:
+async def cancel_order(
+    order_id: OrderId, principal: CurrentUser, db: Db, ports: Ports, settings: Settings
+) -> Any:
     """Cancel a confirmed order: the payment is refunded and the stock goes back."""
-    return await service.cancel_order(db, ports=ports, principal=principal, order_id=order_id)
+    return await service.cancel_order(
+        db, ports=ports, settings=settings, principal=principal, order_id=order_id
+    )

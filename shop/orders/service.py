@@ -14,11 +14,12 @@ that a crash interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -77,10 +78,92 @@ def _replay(order: Order, request_hash: str) -> StoredResponse:
     return StoredResponse(order.response_status, order.response_body)
 
 
+class LeaseLost(Exception):
+    """Someone else (recovery, in this replica or another) runs this order's saga now."""
+
+
+@dataclass(frozen=True)
+class _Runner:
+    """One run of an order's saga, holding the order's lease while it acts.
+
+    Every step is recorded together with a renewal of the lease, and the order is finished
+    only by the lease's holder: two runners (a request and recovery, perhaps in two
+    replicas) never finish one order two ways.
+    """
+
+    db: Database
+    order_id: uuid.UUID
+    term: timedelta
+    owner: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    async def hold(
+        self, step: SagaStep | None = None, *, status: OrderStatus = OrderStatus.PENDING
+    ) -> None:
+        """Take or renew the lease (recording ``step``); :class:`LeaseLost` if someone holds it."""
+        now = utcnow()
+        async with self.db.writer() as session, session.begin():
+            held = await repository.take_lease(
+                session,
+                self.order_id,
+                owner=self.owner,
+                status=status,
+                until=now + self.term,
+                now=now,
+                step=step,
+            )
+        if not held:
+            raise LeaseLost(self.order_id)
+
+    async def release(self) -> None:
+        async with self.db.writer() as session, session.begin():
+            await repository.drop_lease(session, self.order_id, owner=self.owner)
+
+    async def finish(
+        self, status: OrderStatus, *, error: ShopError | None = None
+    ) -> StoredResponse:
+        """End the saga: the final status, and the response stored for replays."""
+        async with self.db.writer() as session, session.begin():
+            now = utcnow()
+            # The conditional update locks the row (PostgreSQL) before it is read: a racing
+            # finisher waits, then finds the order finished or its lease gone.
+            held = await repository.take_lease(
+                session,
+                self.order_id,
+                owner=self.owner,
+                status=OrderStatus.PENDING,
+                until=now,
+                now=now,
+            )
+            order = await repository.get_order(session, self.order_id)
+            assert order is not None
+            if not held:
+                if order.response_status is not None and order.response_body is not None:
+                    return StoredResponse(order.response_status, order.response_body)
+                raise LeaseLost(self.order_id)
+            order.status = status.value
+            order.saga_step = SagaStep.FINISHED.value
+            order.lease_owner = order.lease_expires_at = None
+            # Set explicitly (and not to the lease's ``now``, which the row holds already, so
+            # the ORM would see no change and apply ``onupdate``): the replayed body shows
+            # exactly what the row holds.
+            order.updated_at = utcnow()
+            if error is None:
+                response = StoredResponse(
+                    201, OrderRead.model_validate(order).model_dump(mode="json")
+                )
+            else:
+                order.failure_reason = error.slug
+                response = StoredResponse(error.status, problem_body(error))
+            order.response_status = response.status_code
+            order.response_body = response.body
+            return response
+
+
 async def create_order(
     db: Database,
     *,
     ports: CheckoutPorts,
+    settings: OrdersSettings,
     user_id: uuid.UUID,
     idempotency_key: str,
     data: OrderCreate,
@@ -94,6 +177,7 @@ async def create_order(
     if answered is not None:
         return answered
 
+    term = timedelta(seconds=settings.recovery_grace_seconds)
     try:
         order = await _new_order(ports, user_id, idempotency_key, request_hash, data)
     except CartEmpty:
@@ -103,16 +187,25 @@ async def create_order(
         if answered is not None:
             return answered
         raise
+    runner = _Runner(db, order.id, term)
+    order.lease_owner, order.lease_expires_at = runner.owner, utcnow() + term
     async with db.writer() as session, session.begin():
         if not await repository.add(session, order):
             raced = await repository.get_by_key(session, user_id, idempotency_key)
             assert raced is not None
             return _replay(raced, request_hash)
     try:
-        return await _run_saga(db, ports, order, data.card_number)
+        return await _run_saga(runner, ports, order, data.card_number)
+    except LeaseLost:
+        # Recovery took the checkout over (this run stalled past its lease): its answer is
+        # the answer, and a retry of the key gets it once it is there.
+        answered = await _answer_of_key(db, user_id, idempotency_key, request_hash)
+        assert answered is not None, "an unfinished key raises IdempotencyKeyInFlight"
+        return answered
     except Exception:
         logger.exception("checkout %s failed unexpectedly; finishing it now", order.id)
-        await _recover_quietly(db, ports, order.id)
+        # Under this run's own lease: if that fails too, recovery waits for the lease to end.
+        await _recover_quietly(ports, runner)
         raise
 
 
@@ -165,31 +258,53 @@ async def _new_order(
 
 
 async def _run_saga(
-    db: Database, ports: CheckoutPorts, order: Order, card_number: str
+    runner: _Runner, ports: CheckoutPorts, order: Order, card_number: str
 ) -> StoredResponse:
     lines = [CartLine(product_id=line.product_id, quantity=line.quantity) for line in order.lines]
     try:
         await ports.stock.reserve(order.id, lines)
     except OutOfStock as exc:
-        return await _finish(db, order.id, OrderStatus.REJECTED, error=exc)
-    await _record_step(db, order.id, SagaStep.RESERVED)
+        return await runner.finish(OrderStatus.REJECTED, error=exc)
+    await runner.hold(SagaStep.RESERVED)
 
-    charge = await ports.payments.charge(
-        key=payment_key(order.id),
+    key = payment_key(order.id)
+    charge: ChargeStatus | None = await ports.payments.charge(
+        key=key,
         order_id=order.id,
         user_id=order.user_id,
         amount=order.total,
         card_number=card_number,
     )
+    if charge is ChargeStatus.PENDING:
+        charge = await _outcome_of_charge(runner, ports, key)
     if charge is not ChargeStatus.CAPTURED:
+        await runner.hold()
         await ports.stock.release(order.id)
-        return await _finish(db, order.id, OrderStatus.REJECTED, error=_charge_error(charge))
-    await _record_step(db, order.id, SagaStep.CHARGED)
+        return await runner.finish(OrderStatus.REJECTED, error=_charge_error(charge))
+    await runner.hold(SagaStep.CHARGED)
 
     await ports.stock.commit(order.id)
-    response = await _finish(db, order.id, OrderStatus.CONFIRMED)
+    response = await runner.finish(OrderStatus.CONFIRMED)
     await _empty_cart(ports, order)
     return response
+
+
+CHARGE_POLL_SECONDS = 0.25
+
+
+async def _outcome_of_charge(
+    runner: _Runner, ports: CheckoutPorts, key: str
+) -> ChargeStatus | None:
+    """Wait, holding the lease, for an earlier attempt's charge to reach an outcome.
+
+    Payments settles a claim that outlived its expiry when it is asked, so this ends.
+    """
+    while True:
+        await anyio.sleep(CHARGE_POLL_SECONDS)
+        await runner.hold()
+        charge = await ports.payments.status(key)
+        if charge is not ChargeStatus.PENDING:
+            return charge
 
 
 async def _empty_cart(ports: CheckoutPorts, order: Order) -> None:
@@ -200,57 +315,25 @@ async def _empty_cart(ports: CheckoutPorts, order: Order) -> None:
         logger.exception("order %s confirmed but its cart could not be emptied", order.id)
 
 
-async def _record_step(db: Database, order_id: uuid.UUID, step: SagaStep) -> None:
-    async with db.writer() as session, session.begin():
-        order = await repository.get_order(session, order_id)
-        assert order is not None
-        order.saga_step = step.value
-        order.updated_at = utcnow()
+async def resume_pending_orders(db: Database, *, ports: CheckoutPorts, term: timedelta) -> int:
+    """Finish checkouts and cancellations nobody runs any more (a crash mid-saga).
 
-
-async def _finish(
-    db: Database, order_id: uuid.UUID, status: OrderStatus, *, error: ShopError | None = None
-) -> StoredResponse:
-    """End the saga: set the final status and store the response for replays."""
-    async with db.writer() as session, session.begin():
-        order = await repository.get_order(session, order_id)
-        assert order is not None
-        if order.status != OrderStatus.PENDING.value:
-            # Someone (recovery) finished it first; its answer stands.
-            assert order.response_status is not None
-            assert order.response_body is not None
-            return StoredResponse(order.response_status, order.response_body)
-        order.status = status.value
-        order.saga_step = SagaStep.FINISHED.value
-        # Set explicitly, so the replayed body shows exactly what the row holds.
-        order.updated_at = utcnow()
-        if error is None:
-            response = StoredResponse(201, OrderRead.model_validate(order).model_dump(mode="json"))
-        else:
-            order.failure_reason = error.slug
-            response = StoredResponse(error.status, problem_body(error))
-        order.response_status = response.status_code
-        order.response_body = response.body
-        return response
-
-
-async def resume_pending_orders(
-    db: Database, *, ports: CheckoutPorts, older_than: timedelta
-) -> int:
-    """Finish or compensate checkouts left pending (a crash mid-saga); how many were."""
+    An order is taken over only once its lease ran out with no step recorded; how many were.
+    """
     async with db.reader() as session:
-        stale = await repository.list_pending(session, updated_before=utcnow() - older_than)
-    for order_id in stale:
-        await _recover(db, ports, order_id)
-    return len(stale)
+        unattended = await repository.list_unattended(session, now=utcnow())
+    done = 0
+    for order_id in unattended:
+        done += await _recover(ports, _Runner(db, order_id, term))
+    return done
 
 
 async def recovery_loop(db: Database, *, ports: CheckoutPorts, settings: OrdersSettings) -> None:
     """Finish checkouts a crash left pending, now and then, for as long as the app runs."""
-    grace = timedelta(seconds=settings.recovery_grace_seconds)
+    term = timedelta(seconds=settings.recovery_grace_seconds)
     while True:
         try:
-            count = await resume_pending_orders(db, ports=ports, older_than=grace)
+            count = await resume_pending_orders(db, ports=ports, term=term)
             if count:
                 logger.warning("finished %d interrupted checkout(s)", count)
         except Exception:
@@ -258,30 +341,49 @@ async def recovery_loop(db: Database, *, ports: CheckoutPorts, settings: OrdersS
         await anyio.sleep(settings.recovery_interval_seconds)
 
 
-async def _recover(db: Database, ports: CheckoutPorts, order_id: uuid.UUID) -> None:
-    """Decide a pending order by what payments recorded: captured means it goes through."""
-    charge = await ports.payments.status(payment_key(order_id))
+async def _recover(ports: CheckoutPorts, runner: _Runner) -> bool:
+    """Go on with an order's saga from its recorded step; True if it was finished now."""
+    order_id = runner.order_id
+    async with runner.db.reader() as session:
+        order = await repository.get_order(session, order_id)
+    if order is None:
+        return False
+    if order.status == OrderStatus.CONFIRMED.value and order.saga_step == SagaStep.CANCELLING:
+        try:
+            await runner.hold(status=OrderStatus.CONFIRMED)
+        except LeaseLost:
+            return False
+        await _cancel(runner, ports, order)
+        logger.warning("recovered cancellation of order %s", order_id)
+        return True
+    try:
+        await runner.hold()
+    except LeaseLost:
+        return False  # finished meanwhile, or someone else runs it
+    key = payment_key(order_id)
+    # Once the charge is recorded captured, the checkout only goes forward.
+    charge = (
+        ChargeStatus.CAPTURED
+        if order.saga_step == SagaStep.CHARGED
+        else await ports.payments.status(key)
+    )
+    if charge is ChargeStatus.PENDING:
+        await runner.release()  # still with the card processor: next time
+        return False
     if charge is ChargeStatus.CAPTURED:
         await ports.stock.commit(order_id)
-        await _finish(db, order_id, OrderStatus.CONFIRMED)
-        async with db.reader() as session:
-            order = await repository.get_order(session, order_id)
-        assert order is not None
+        await runner.finish(OrderStatus.CONFIRMED)
         await _empty_cart(ports, order)
         logger.warning("recovered checkout %s: confirmed", order_id)
-        return
+        return True
     if charge is None:
         # Never charged, as far as payments knows: void the key so that a charge call
         # still in flight somewhere cannot land after this decision.
-        async with db.reader() as session:
-            order = await repository.get_order(session, order_id)
-        assert order is not None
-        await ports.payments.refund(
-            key=payment_key(order_id), order_id=order_id, user_id=order.user_id
-        )
+        await ports.payments.refund(key=key, order_id=order_id, user_id=order.user_id)
     await ports.stock.release(order_id)
-    await _finish(db, order_id, OrderStatus.REJECTED, error=_charge_error(charge))
+    await runner.finish(OrderStatus.REJECTED, error=_charge_error(charge))
     logger.warning("recovered checkout %s: rejected (payment %s)", order_id, charge)
+    return True
 
 
 def _charge_error(charge: ChargeStatus | None) -> ShopError:
@@ -295,11 +397,11 @@ def _charge_error(charge: ChargeStatus | None) -> ShopError:
     )
 
 
-async def _recover_quietly(db: Database, ports: CheckoutPorts, order_id: uuid.UUID) -> None:
+async def _recover_quietly(ports: CheckoutPorts, runner: _Runner) -> None:
     try:
-        await _recover(db, ports, order_id)
+        await _recover(ports, runner)
     except Exception:
-        logger.exception("checkout %s stays pending until the next recovery run", order_id)
+        logger.exception("checkout %s stays pending until recovery takes it", runner.order_id)
 
 
 async def get_order(session: AsyncSession, *, principal: Principal, order_id: uuid.UUID) -> Order:
@@ -317,21 +419,36 @@ async def list_orders(
 
 
 async def cancel_order(
-    db: Database, *, ports: CheckoutPorts, principal: Principal, order_id: uuid.UUID
+    db: Database,
+    *,
+    ports: CheckoutPorts,
+    settings: OrdersSettings,
+    principal: Principal,
+    order_id: uuid.UUID,
 ) -> Order:
-    """Cancel a confirmed order: refund it and put its stock back. Idempotent."""
+    """Cancel a confirmed order: refund it and put its stock back. Idempotent.
+
+    The intent is recorded first (saga step ``cancelling``), so a cancellation that a crash
+    interrupts is completed by recovery instead of leaving a refunded order confirmed.
+    """
     async with db.reader() as session:
         order = await get_order(session, principal=principal, order_id=order_id)
     if order.status == OrderStatus.CANCELLED.value:
         return order
     if order.status != OrderStatus.CONFIRMED.value:
         raise OrderNotCancellable(f"A {order.status} order cannot be cancelled.")
-    # Both steps are idempotent, so a cancel interrupted here is finished by a retry.
-    await ports.payments.refund(key=payment_key(order.id), order_id=order.id, user_id=order.user_id)
-    await ports.stock.restock(order.id)
-    async with db.writer() as session, session.begin():
-        await repository.set_status(
-            session, order.id, old=OrderStatus.CONFIRMED, new=OrderStatus.CANCELLED
-        )
+    runner = _Runner(db, order.id, timedelta(seconds=settings.recovery_grace_seconds))
+    # LeaseLost: cancelled meanwhile, or another cancel runs; every step below is idempotent.
+    with contextlib.suppress(LeaseLost):
+        await runner.hold(SagaStep.CANCELLING, status=OrderStatus.CONFIRMED)
+    await _cancel(runner, ports, order)
     async with db.reader() as session:
         return await get_order(session, principal=principal, order_id=order_id)
+
+
+async def _cancel(runner: _Runner, ports: CheckoutPorts, order: Order) -> None:
+    """The cancellation's steps, each idempotent, then the status."""
+    await ports.payments.refund(key=payment_key(order.id), order_id=order.id, user_id=order.user_id)
+    await ports.stock.restock(order.id)
+    async with runner.db.writer() as session, session.begin():
+        await repository.finish_cancellation(session, order.id)

@@ -13,6 +13,7 @@ class OrdersSettings(ShopSettings, env_prefix="ORDERS_"):
     )
     recovery_grace_seconds: float = Field(
         120.0,
-        ge=0,
-        description="A checkout pending longer than this is taken as interrupted and finished",
+        ge=1,
+        description="The lease of whoever runs a checkout or a cancellation: one that records"
+        " no step for this long is taken as interrupted, and recovery finishes it",
     )

@@ -1,6 +1,6 @@
 """Payments' errors and the fake processor's outcomes."""
 
-from shop.kernel.errors import NotFound
+from shop.kernel.errors import Conflict, NotFound
 
 
 class PaymentNotFound(NotFound):
@@ -10,3 +10,8 @@ class PaymentNotFound(NotFound):
 
 class ProcessorTimeout(Exception):
     """The card processor did not answer in time."""
+
+
+class PaymentInFlight(Conflict):
+    slug = "payment-in-flight"
+    title = "Payment in progress"

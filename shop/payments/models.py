@@ -18,6 +18,8 @@ class Base(DeclarativeBase):
 
 
 class PaymentStatus(StrEnum):
+    PENDING = "pending"
+    """The key is claimed and the processor is being asked: the outcome is not known yet."""
     CAPTURED = "captured"
     DECLINED = "declined"
     TIMED_OUT = "timed_out"

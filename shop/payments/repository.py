@@ -31,6 +31,20 @@ async def add(session: AsyncSession, payment: Payment) -> bool:
     return True
 
 
+async def settle(session: AsyncSession, idempotency_key: str, status: PaymentStatus) -> bool:
+    """Record the outcome of the key's pending claim; False if it was settled already."""
+    result = await session.execute(
+        update(Payment)
+        .where(
+            Payment.idempotency_key == idempotency_key,
+            Payment.status == PaymentStatus.PENDING.value,
+        )
+        .values(status=status.value)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def mark_refunded(session: AsyncSession, idempotency_key: str) -> int:
     """Refund the key's payment if it was captured; how many were refunded now."""
     result = await session.execute(
@@ -53,7 +67,11 @@ async def list_payments(
     limit: int,
     offset: int,
 ) -> Sequence[Payment]:
-    query = select(Payment).where(Payment.status != PaymentStatus.VOIDED.value)
+    # A void marker is bookkeeping and a pending claim has no outcome yet: neither is a
+    # payment the customer made.
+    query = select(Payment).where(
+        Payment.status.not_in([PaymentStatus.VOIDED.value, PaymentStatus.PENDING.value])
+    )
     if user_id is not None:
         query = query.where(Payment.user_id == user_id)
     if order_id is not None:

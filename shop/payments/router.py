@@ -12,7 +12,7 @@ from shop.kernel.errors import problems
 from shop.kernel.pagination import Page, Paging
 from shop.kernel.security import CurrentUser, internal_caller
 from shop.payments import service
-from shop.payments.dependencies import Processor
+from shop.payments.dependencies import Payments
 from shop.payments.exceptions import PaymentNotFound
 from shop.payments.models import PaymentStatus
 from shop.payments.schemas import (
@@ -49,32 +49,37 @@ internal_router = APIRouter(
 ChargeKey = Annotated[str, Path(min_length=1, max_length=255, description="Idempotency key")]
 
 
-@internal_router.put("/charges/{key}", response_model=ChargeRead)
-async def internal_charge(
-    key: ChargeKey, body: ChargeRequest, db: Db, processor: Processor
-) -> ChargeRead:
+@internal_router.put("/charges/{key}", response_model=ChargeRead, responses=problems(409, 422))
+async def internal_charge(key: ChargeKey, body: ChargeRequest, db: Db, payments: Payments) -> Any:
     """Charge once per key (a replay returns the first outcome, charging nothing more)."""
     payment = await service.create_payment(
         db,
-        processor=processor,
+        processor=payments.processor,
         data=ChargeCreate(idempotency_key=key, **body.model_dump()),
+        claim_expiry=payments.claim_expiry,
     )
     return ChargeRead(key=key, status=PaymentStatus(payment.status))
 
 
 @internal_router.get("/charges/{key}", response_model=ChargeRead, responses=problems(404))
-async def internal_charge_status(key: ChargeKey, session: Session) -> ChargeRead:
-    """The outcome recorded for a key; 404 if no charge or void reached payments."""
-    payment = await service.get_payment_by_key(session, idempotency_key=key)
+async def internal_charge_status(key: ChargeKey, db: Db, payments: Payments) -> Any:
+    """The outcome recorded for a key (``pending`` while in flight); 404 if none reached us."""
+    payment = await service.get_charge(
+        db, processor=payments.processor, key=key, claim_expiry=payments.claim_expiry
+    )
     if payment is None:
         raise PaymentNotFound(f"No charge was recorded for key {key!r}.")
     return ChargeRead(key=key, status=PaymentStatus(payment.status))
 
 
 @internal_router.post("/charges/{key}/refund", response_model=ChargeRead)
-async def internal_refund(key: ChargeKey, body: RefundRequest, session: Session) -> ChargeRead:
-    """Refund the key's charge, or void the key if no charge arrived yet (idempotent)."""
+async def internal_refund(key: ChargeKey, body: RefundRequest, db: Db, payments: Payments) -> Any:
+    """Refund the key's charge, or void the key if its charge has no outcome yet (idempotent)."""
     status = await service.refund_payment(
-        session, idempotency_key=key, order_id=body.order_id, user_id=body.user_id
+        db,
+        processor=payments.processor,
+        idempotency_key=key,
+        order_id=body.order_id,
+        user_id=body.user_id,
     )
     return ChargeRead(key=key, status=status)

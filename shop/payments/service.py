@@ -4,87 +4,150 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shop.kernel.db import Database
+from shop.kernel.db import Database, utcnow
 from shop.kernel.security import Principal
 from shop.kernel.types import SHOP_CURRENCY
 from shop.payments import repository
-from shop.payments.exceptions import ProcessorTimeout
+from shop.payments.exceptions import PaymentInFlight, ProcessorTimeout
 from shop.payments.models import Payment, PaymentStatus
 from shop.payments.processor import Authorization, FakeCardProcessor
 from shop.payments.schemas import ChargeCreate
 
 
-async def get_payment_by_key(session: AsyncSession, *, idempotency_key: str) -> Payment | None:
-    return await repository.get_by_key(session, idempotency_key)
-
-
 async def create_payment(
-    db: Database, *, processor: FakeCardProcessor, data: ChargeCreate
+    db: Database, *, processor: FakeCardProcessor, data: ChargeCreate, claim_expiry: timedelta
 ) -> Payment:
     """Charge the card once per idempotency key and record the outcome.
 
-    The processor is called outside any transaction (it may take seconds), so this takes
-    the database rather than a session. A replayed key returns the recorded payment.
+    The key is claimed first (a ``pending`` row, committed on its own) and only then is the
+    processor called, with the key as its idempotency key: a concurrent request with the key
+    gets :class:`PaymentInFlight` and never reaches the processor. The processor may take
+    seconds, so no transaction is held across the call. A replayed key returns the recorded
+    payment; a claim older than ``claim_expiry`` (its request died with its process) is
+    settled by reversing the key at the processor, never by guessing.
     """
-    async with db.reader() as session:
-        existing = await repository.get_by_key(session, data.idempotency_key)
-    if existing is not None:
-        return existing
-    try:
-        outcome = await processor.authorize(data.card_number, data.amount.amount)
-        status = (
-            PaymentStatus.CAPTURED if outcome is Authorization.APPROVED else PaymentStatus.DECLINED
-        )
-    except ProcessorTimeout:
-        status = PaymentStatus.TIMED_OUT
-    payment = Payment(
+    claim = Payment(
         id=uuid.uuid4(),
         idempotency_key=data.idempotency_key,
         order_id=data.order_id,
         user_id=data.user_id,
         amount=data.amount.amount,
         currency=data.amount.currency,
-        status=status.value,
+        status=PaymentStatus.PENDING.value,
         card_last4=data.card_number[-4:],
     )
     async with db.writer() as session, session.begin():
-        if not await repository.add(session, payment):
-            recorded = await repository.get_by_key(session, data.idempotency_key)
-            assert recorded is not None
-            return recorded
+        claimed = await repository.add(session, claim)
+    if not claimed:
+        return await _replay(db, processor, data.idempotency_key, claim_expiry)
+    try:
+        outcome = await processor.authorize(
+            key=data.idempotency_key, card_number=data.card_number, amount=data.amount.amount
+        )
+        status = (
+            PaymentStatus.CAPTURED if outcome is Authorization.APPROVED else PaymentStatus.DECLINED
+        )
+    except ProcessorTimeout:
+        # The processor may still authorize after its deadline: cancel whatever it does.
+        await processor.reverse(key=data.idempotency_key)
+        status = PaymentStatus.TIMED_OUT
+    async with db.writer() as session, session.begin():
+        settled = await repository.settle(session, data.idempotency_key, status)
+        recorded = await repository.get_by_key(session, data.idempotency_key)
+    assert recorded is not None
+    if not settled and status is PaymentStatus.CAPTURED:
+        # A void met the claim while the processor was authorizing: the void stands, so the
+        # authorization is reversed (again: the void already asked for it).
+        await processor.reverse(key=data.idempotency_key)
+    return recorded
+
+
+async def _replay(
+    db: Database, processor: FakeCardProcessor, key: str, claim_expiry: timedelta
+) -> Payment:
+    async with db.reader() as session:
+        existing = await repository.get_by_key(session, key)
+    assert existing is not None, "a claimed key is never deleted"
+    if existing.status != PaymentStatus.PENDING.value:
+        return existing
+    if existing.created_at > utcnow() - claim_expiry:
+        raise PaymentInFlight(
+            f"A charge with key {key!r} is in progress; ask for its outcome shortly."
+        )
+    return await settle_stale_claim(db, processor=processor, key=key)
+
+
+async def settle_stale_claim(db: Database, *, processor: FakeCardProcessor, key: str) -> Payment:
+    """Close a claim whose charge died in flight: reverse the key, record it timed out."""
+    await processor.reverse(key=key)
+    async with db.writer() as session, session.begin():
+        await repository.settle(session, key, PaymentStatus.TIMED_OUT)
+        recorded = await repository.get_by_key(session, key)
+    assert recorded is not None
+    return recorded
+
+
+async def get_charge(
+    db: Database, *, processor: FakeCardProcessor, key: str, claim_expiry: timedelta
+) -> Payment | None:
+    """The payment recorded for ``key`` (a stale claim settled first), or None."""
+    async with db.reader() as session:
+        payment = await repository.get_by_key(session, key)
+    if (
+        payment is not None
+        and payment.status == PaymentStatus.PENDING.value
+        and payment.created_at <= utcnow() - claim_expiry
+    ):
+        return await settle_stale_claim(db, processor=processor, key=key)
     return payment
 
 
 async def refund_payment(
-    session: AsyncSession, *, idempotency_key: str, order_id: uuid.UUID, user_id: uuid.UUID
+    db: Database,
+    *,
+    processor: FakeCardProcessor,
+    idempotency_key: str,
+    order_id: uuid.UUID,
+    user_id: uuid.UUID,
 ) -> PaymentStatus:
     """Refund the key's charge; idempotent. With no charge yet, void the key instead.
 
-    A compensation may overtake a slow charge call: the void marker makes that late
-    charge find the key taken and charge nothing.
+    A compensation may overtake a charge: with no row yet, the void marker makes the late
+    charge find the key taken; with the charge in flight (``pending``), the void wins and
+    the key is reversed at the processor, so whatever the processor answers, nothing stays
+    charged.
     """
-    if await repository.mark_refunded(session, idempotency_key):
-        return PaymentStatus.REFUNDED
-    existing = await repository.get_by_key(session, idempotency_key)
-    if existing is not None:
-        return PaymentStatus(existing.status)
-    void = Payment(
+    key = idempotency_key
+    async with db.writer() as session, session.begin():
+        refunded = await repository.mark_refunded(session, key)
+        voided = not refunded and await repository.settle(session, key, PaymentStatus.VOIDED)
+        existing = await repository.get_by_key(session, key)
+        if existing is None:
+            voided = await repository.add(session, _void_marker(key, order_id, user_id))
+            existing = await repository.get_by_key(session, key)
+        assert existing is not None
+        status = PaymentStatus(existing.status)
+    if refunded:
+        await processor.refund(key=key)
+    elif voided:
+        await processor.reverse(key=key)
+    return status
+
+
+def _void_marker(key: str, order_id: uuid.UUID, user_id: uuid.UUID) -> Payment:
+    return Payment(
         id=uuid.uuid4(),
-        idempotency_key=idempotency_key,
+        idempotency_key=key,
         order_id=order_id,
         user_id=user_id,
         amount=0,
         currency=SHOP_CURRENCY,
         status=PaymentStatus.VOIDED.value,
         card_last4="",
-    )
-    if await repository.add(session, void):
-        return PaymentStatus.VOIDED
-    return await refund_payment(
-        session, idempotency_key=idempotency_key, order_id=order_id, user_id=user_id
     )
 
 

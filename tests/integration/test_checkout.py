@@ -10,13 +10,14 @@ from datetime import timedelta
 
 import anyio
 import pytest
+import sqlalchemy as sa
 
 from bindings.inprocess import CatalogEntries, checkout_ports
 from shop.cart import service as cart
 from shop.catalog import service as catalog
 from shop.catalog.schemas import CategoryCreate, ProductCreate
 from shop.inventory import service as inventory
-from shop.kernel.db import Database
+from shop.kernel.db import Database, utcnow
 from shop.kernel.security import Principal, Role
 from shop.kernel.types import Money, MoneyIn
 from shop.orders import repository as orders_repository
@@ -25,9 +26,11 @@ from shop.orders.models import Order, OrderStatus
 from shop.orders.ports import ChargeStatus, CheckoutPorts, Payments
 from shop.orders.schemas import OrderCreate, OrderRead
 from shop.orders.service import StoredResponse
+from shop.orders.settings import OrdersSettings
 from shop.payments import service as payments
+from shop.payments.dependencies import PaymentsRuntime
 from shop.payments.models import Payment, PaymentStatus
-from shop.payments.processor import FakeCardProcessor
+from shop.payments.settings import PaymentsSettings
 from tests.integration.conftest import Connect
 
 pytestmark = pytest.mark.anyio
@@ -35,6 +38,9 @@ pytestmark = pytest.mark.anyio
 APPROVED_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"
 TIMEOUT_CARD = "4000000000000119"
+SETTINGS = OrdersSettings(recovery_grace_seconds=3600)
+TERM = timedelta(seconds=SETTINGS.recovery_grace_seconds)
+PAYMENTS = PaymentsSettings(processor_delay_seconds=0.05)
 ADMIN = Principal(user_id=uuid.uuid4(), role=Role.ADMIN)
 
 
@@ -89,6 +95,7 @@ class Shop:
         return await orders.create_order(
             self.db,
             ports=ports or self.ports,
+            settings=SETTINGS,
             user_id=user_id,
             idempotency_key=key,
             data=OrderCreate.model_validate(
@@ -116,6 +123,14 @@ class Shop:
             item = await inventory.get_item(session, product_id=product_id)
         return item.on_hand, item.reserved
 
+    async def resume(self) -> int:
+        """Recovery, as it runs once every lease has run out (time passing, for a test)."""
+        async with self.db.writer() as session, session.begin():
+            await session.execute(
+                sa.update(Order).values(lease_expires_at=utcnow() - timedelta(seconds=1))
+            )
+        return await orders.resume_pending_orders(self.db, ports=self.ports, term=TERM)
+
     async def payments_of(self, order_id: uuid.UUID) -> list[Payment]:
         async with self.db.reader() as session:
             rows = await payments.list_payments(
@@ -127,7 +142,7 @@ class Shop:
 @pytest.fixture
 async def shop(connect: Connect) -> Shop:
     db = await connect(None)
-    return Shop(db, checkout_ports(db, FakeCardProcessor(delay_seconds=0.05)))
+    return Shop(db, checkout_ports(db, PaymentsRuntime.from_settings(PAYMENTS)))
 
 
 async def test_a_full_checkout_and_its_cancellation(shop: Shop) -> None:
@@ -158,7 +173,11 @@ async def test_a_full_checkout_and_its_cancellation(shop: Shop) -> None:
     assert await shop.checkout(user) == result  # the replay, from the database
 
     cancelled = await orders.cancel_order(
-        shop.db, ports=shop.ports, principal=Principal(user, Role.CUSTOMER), order_id=order_id
+        shop.db,
+        ports=shop.ports,
+        settings=SETTINGS,
+        principal=Principal(user, Role.CUSTOMER),
+        order_id=order_id,
     )
 
     assert cancelled.status == OrderStatus.CANCELLED.value
@@ -168,7 +187,11 @@ async def test_a_full_checkout_and_its_cancellation(shop: Shop) -> None:
     assert refunded.status == PaymentStatus.REFUNDED.value
     assert refunded.refunded_at is not None
     again = await orders.cancel_order(
-        shop.db, ports=shop.ports, principal=Principal(user, Role.CUSTOMER), order_id=order_id
+        shop.db,
+        ports=shop.ports,
+        settings=SETTINGS,
+        principal=Principal(user, Role.CUSTOMER),
+        order_id=order_id,
     )
     assert again.status == OrderStatus.CANCELLED.value
     assert await shop.stock(teapot) == (10, 0)
@@ -291,7 +314,7 @@ async def test_a_checkout_that_died_after_the_charge_is_confirmed_by_recovery(
     assert await shop.stock(teapot) == (5, 2)
     assert [p.status for p in await shop.payments_of(pending.id)] == ["captured"]
 
-    resumed = await orders.resume_pending_orders(shop.db, ports=shop.ports, older_than=timedelta(0))
+    resumed = await shop.resume()
 
     assert resumed == 1
     order = await shop.order(user)
@@ -305,9 +328,7 @@ async def test_a_checkout_that_died_after_the_charge_is_confirmed_by_recovery(
     assert replay.status_code == 201
     assert replay.body["id"] == str(order.id)
     assert replay.body["status"] == "confirmed"
-    assert (
-        await orders.resume_pending_orders(shop.db, ports=shop.ports, older_than=timedelta(0)) == 0
-    )
+    assert await shop.resume() == 0
     assert len(await shop.payments_of(order.id)) == 1
 
 
@@ -328,9 +349,7 @@ async def test_an_error_after_the_charge_is_finished_by_the_checkout_itself(
     assert order.status == OrderStatus.CONFIRMED.value
     assert await shop.stock(teapot) == (3, 0)
     assert [p.status for p in await shop.payments_of(order.id)] == ["captured"]
-    assert (
-        await orders.resume_pending_orders(shop.db, ports=shop.ports, older_than=timedelta(0)) == 0
-    )
+    assert await shop.resume() == 0
 
 
 async def test_a_checkout_that_died_before_paying_is_rejected_and_released(
@@ -350,9 +369,7 @@ async def test_a_checkout_that_died_before_paying_is_rejected_and_released(
         await shop.checkout(user, ports=dying)
     assert await shop.stock(teapot) == (5, 2)
 
-    assert (
-        await orders.resume_pending_orders(shop.db, ports=shop.ports, older_than=timedelta(0)) == 1
-    )
+    assert await shop.resume() == 1
 
     order = await shop.order(user)
     assert order.status == OrderStatus.REJECTED.value

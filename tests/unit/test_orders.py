@@ -15,11 +15,12 @@ from typing import Any
 
 import anyio
 import pytest
+import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shop.kernel.db import Database
+from shop.kernel.db import Database, utcnow
 from shop.kernel.security import Principal, Role
 from shop.kernel.types import Money
 from shop.orders import repository, service
@@ -34,6 +35,7 @@ from shop.orders.exceptions import (
 from shop.orders.models import Order, OrderStatus, SagaStep
 from shop.orders.ports import CartLine, ChargeStatus, CheckoutPorts, PricedProduct
 from shop.orders.schemas import OrderCreate
+from shop.orders.settings import OrdersSettings
 from shop.orders.service import StoredResponse, payment_key
 from tests.unit.conftest import MakeDatabase
 
@@ -43,6 +45,9 @@ APPROVED_CARD = "4242424242424242"
 OTHER_APPROVED_CARD = "5555555555554444"
 DECLINED_CARD = "4000000000000002"
 TIMEOUT_CARD = "4000000000000119"
+
+SETTINGS = OrdersSettings(recovery_grace_seconds=3600)
+TERM = timedelta(seconds=SETTINGS.recovery_grace_seconds)
 
 SAGA_STEPS = {"stock.reserve", "payments.charge", "stock.commit", "stock.release", "cart.remove"}
 
@@ -271,6 +276,7 @@ class World:
         return await service.create_order(
             self.db,
             ports=self.ports,
+            settings=SETTINGS,
             user_id=user_id,
             idempotency_key=key,
             data=order_create(card, city=city),
@@ -283,8 +289,15 @@ class World:
         return order
 
     async def resume(self) -> int:
-        return await service.resume_pending_orders(
-            self.db, ports=self.ports, older_than=timedelta(0)
+        """Recovery, as it runs once every lease has run out (time passing, for a test)."""
+        await expire_leases(self.db)
+        return await service.resume_pending_orders(self.db, ports=self.ports, term=TERM)
+
+
+async def expire_leases(db: Database) -> None:
+    async with db.writer() as session, session.begin():
+        await session.execute(
+            sa.update(Order).values(lease_expires_at=utcnow() - timedelta(seconds=1))
         )
 
 
@@ -583,9 +596,7 @@ async def test_recovery_leaves_recent_pending_orders_alone(world: World) -> None
     world.log.fail_before.clear()
     calls = len(world.log.calls)
 
-    resumed = await service.resume_pending_orders(
-        world.db, ports=world.ports, older_than=timedelta(hours=1)
-    )
+    resumed = await service.resume_pending_orders(world.db, ports=world.ports, term=TERM)
 
     assert resumed == 0
     assert len(world.log.calls) == calls
@@ -741,6 +752,7 @@ async def test_a_duplicate_that_finds_the_cart_checked_out_replays_the_first_ans
             await service.create_order(
                 world.db,
                 ports=late_ports,
+                settings=SETTINGS,
                 user_id=user.user_id,
                 idempotency_key="key-1",
                 data=order_create(),
@@ -788,7 +800,7 @@ async def test_cancel_refunds_restocks_and_cancels(world: World) -> None:
     order_id = await confirmed_order(world, user)
 
     order = await service.cancel_order(
-        world.db, ports=world.ports, principal=user, order_id=order_id
+        world.db, ports=world.ports, settings=SETTINGS, principal=user, order_id=order_id
     )
 
     assert order.status == OrderStatus.CANCELLED.value
@@ -810,10 +822,10 @@ async def test_cancelling_twice_returns_the_cancelled_order_and_undoes_nothing_t
     order_id = await confirmed_order(world, user)
 
     first = await service.cancel_order(
-        world.db, ports=world.ports, principal=user, order_id=order_id
+        world.db, ports=world.ports, settings=SETTINGS, principal=user, order_id=order_id
     )
     second = await service.cancel_order(
-        world.db, ports=world.ports, principal=user, order_id=order_id
+        world.db, ports=world.ports, settings=SETTINGS, principal=user, order_id=order_id
     )
 
     assert first.status == second.status == OrderStatus.CANCELLED.value
@@ -831,7 +843,9 @@ async def test_a_rejected_order_cannot_be_cancelled(world: World, card: str) -> 
     order = await world.order_by_key(user.user_id)
 
     with pytest.raises(OrderNotCancellable):
-        await service.cancel_order(world.db, ports=world.ports, principal=user, order_id=order.id)
+        await service.cancel_order(
+            world.db, ports=world.ports, settings=SETTINGS, principal=user, order_id=order.id
+        )
 
     assert "payments.refund" not in world.log.names()
     assert "stock.restock" not in world.log.names()
@@ -846,7 +860,9 @@ async def test_a_pending_order_cannot_be_cancelled(world: World) -> None:
     order = await world.order_by_key(user.user_id)
 
     with pytest.raises(OrderNotCancellable):
-        await service.cancel_order(world.db, ports=world.ports, principal=user, order_id=order.id)
+        await service.cancel_order(
+            world.db, ports=world.ports, settings=SETTINGS, principal=user, order_id=order.id
+        )
     assert "payments.refund" not in world.log.names()
 
 
@@ -856,12 +872,12 @@ async def test_another_customer_cannot_cancel_an_order_but_an_admin_can(world: W
 
     with pytest.raises(OrderNotFound):
         await service.cancel_order(
-            world.db, ports=world.ports, principal=customer(), order_id=order_id
+            world.db, ports=world.ports, settings=SETTINGS, principal=customer(), order_id=order_id
         )
     assert "payments.refund" not in world.log.names()
 
     order = await service.cancel_order(
-        world.db, ports=world.ports, principal=admin(), order_id=order_id
+        world.db, ports=world.ports, settings=SETTINGS, principal=admin(), order_id=order_id
     )
     assert order.status == OrderStatus.CANCELLED.value
 

@@ -6,19 +6,21 @@ Charges are recorded in payments' own tables (a private SQLite file).
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import anyio
 import pytest
 from pydantic import ValidationError
 
-from shop.kernel.db import Database
+from shop.kernel.db import Database, utcnow
 from shop.kernel.security import Principal, Role
 from shop.kernel.types import Money
-from shop.payments import service
-from shop.payments.exceptions import ProcessorTimeout
+from shop.payments import repository, service
+from shop.payments.exceptions import PaymentInFlight, ProcessorTimeout
 from shop.payments.models import Payment, PaymentStatus
 from shop.payments.processor import Authorization, FakeCardProcessor
 from shop.payments.schemas import ChargeCreate, PaymentRead
+from shop.payments.settings import PaymentsSettings
 from tests.unit.conftest import MakeDatabase
 
 pytestmark = pytest.mark.anyio
@@ -36,9 +38,9 @@ class CountingProcessor(FakeCardProcessor):
         super().__init__(delay_seconds=delay_seconds)
         self.calls: list[tuple[str, int]] = []
 
-    async def authorize(self, card_number: str, amount: int) -> Authorization:
+    async def authorize(self, *, key: str, card_number: str, amount: int) -> Authorization:
         self.calls.append((card_number, amount))
-        return await super().authorize(card_number, amount)
+        return await super().authorize(key=key, card_number=card_number, amount=amount)
 
 
 @pytest.fixture
@@ -49,6 +51,15 @@ async def db(make_database: MakeDatabase) -> Database:
 @pytest.fixture
 def processor() -> CountingProcessor:
     return CountingProcessor()
+
+
+CLAIM_EXPIRY = timedelta(seconds=30)
+
+
+async def create(db: Database, processor: FakeCardProcessor, data: ChargeCreate) -> Payment:
+    return await service.create_payment(
+        db, processor=processor, data=data, claim_expiry=CLAIM_EXPIRY
+    )
 
 
 def charge(
@@ -84,7 +95,10 @@ def charge(
 async def test_the_processor_decides_by_card_suffix(
     card: str, amount: int, expected: Authorization
 ) -> None:
-    assert await FakeCardProcessor(delay_seconds=5).authorize(card, amount) is expected
+    assert (
+        await FakeCardProcessor(delay_seconds=5).authorize(key="k", card_number=card, amount=amount)
+        is expected
+    )
 
 
 async def test_a_card_ending_0119_times_out_after_the_delay() -> None:
@@ -92,7 +106,7 @@ async def test_a_card_ending_0119_times_out_after_the_delay() -> None:
 
     started = anyio.current_time()
     with pytest.raises(ProcessorTimeout):
-        await processor.authorize(TIMEOUT_CARD, 1_999)
+        await processor.authorize(key="k", card_number=TIMEOUT_CARD, amount=1_999)
     waited = anyio.current_time() - started
 
     assert DELAY * 0.9 <= waited < DELAY + 1.0
@@ -102,8 +116,8 @@ async def test_approved_and_declined_answer_without_waiting() -> None:
     processor = FakeCardProcessor(delay_seconds=5)
 
     with anyio.fail_after(1):
-        await processor.authorize(APPROVED_CARD, 1)
-        await processor.authorize(DECLINED_CARD, 1)
+        await processor.authorize(key="a", card_number=APPROVED_CARD, amount=1)
+        await processor.authorize(key="d", card_number=DECLINED_CARD, amount=1)
 
 
 # --------------------------------------------------------------------------- charges
@@ -122,7 +136,7 @@ async def test_a_charge_records_the_outcome(
 ) -> None:
     data = charge(card=card, amount=2_500)
 
-    payment = await service.create_payment(db, processor=processor, data=data)
+    payment = await create(db, processor, data)
 
     assert payment.status == status.value
     assert payment.idempotency_key == data.idempotency_key
@@ -131,7 +145,7 @@ async def test_a_charge_records_the_outcome(
     assert payment.card_last4 == card[-4:]
     assert payment.refunded_at is None
     async with db.reader() as session:
-        stored = await service.get_payment_by_key(session, idempotency_key=data.idempotency_key)
+        stored = await repository.get_by_key(session, data.idempotency_key)
     assert stored is not None
     assert (stored.id, stored.status) == (payment.id, status.value)
 
@@ -139,11 +153,9 @@ async def test_a_charge_records_the_outcome(
 async def test_a_replayed_key_returns_the_first_payment_without_charging_again(
     db: Database, processor: CountingProcessor
 ) -> None:
-    first = await service.create_payment(db, processor=processor, data=charge(key="k-1"))
+    first = await create(db, processor, charge(key="k-1"))
 
-    again = await service.create_payment(
-        db, processor=processor, data=charge(key="k-1", card=DECLINED_CARD, amount=1)
-    )
+    again = await create(db, processor, charge(key="k-1", card=DECLINED_CARD, amount=1))
 
     assert len(processor.calls) == 1
     assert again.id == first.id
@@ -153,14 +165,10 @@ async def test_a_replayed_key_returns_the_first_payment_without_charging_again(
 
 async def test_a_replayed_timeout_does_not_wait_again(db: Database) -> None:
     processor = CountingProcessor(delay_seconds=0.3)
-    first = await service.create_payment(
-        db, processor=processor, data=charge(key="slow", card=TIMEOUT_CARD)
-    )
+    first = await create(db, processor, charge(key="slow", card=TIMEOUT_CARD))
 
     with anyio.fail_after(0.25):
-        again = await service.create_payment(
-            db, processor=processor, data=charge(key="slow", card=TIMEOUT_CARD)
-        )
+        again = await create(db, processor, charge(key="slow", card=TIMEOUT_CARD))
 
     assert again.id == first.id
     assert again.status == PaymentStatus.TIMED_OUT.value
@@ -169,31 +177,79 @@ async def test_a_replayed_timeout_does_not_wait_again(db: Database) -> None:
 
 async def test_other_keys_are_other_charges(db: Database, processor: CountingProcessor) -> None:
     order_id = uuid.uuid4()
-    first = await service.create_payment(
-        db, processor=processor, data=charge(key="a", order_id=order_id)
-    )
-    second = await service.create_payment(
-        db, processor=processor, data=charge(key="b", order_id=order_id)
-    )
+    first = await create(db, processor, charge(key="a", order_id=order_id))
+    second = await create(db, processor, charge(key="b", order_id=order_id))
 
     assert first.id != second.id
     assert len(processor.calls) == 2
 
 
-async def test_concurrent_charges_with_one_key_record_one_payment(
-    db: Database, processor: CountingProcessor
-) -> None:
-    data = charge(key="raced")
-    payments: list[Payment] = []
+class GatedProcessor(CountingProcessor):
+    """Holds every authorization at the processor until the test opens the gate."""
+
+    def __init__(self, *, after: bool = False) -> None:
+        super().__init__()
+        self.entered = anyio.Event()
+        self.gate = anyio.Event()
+        self._after = after
+
+    async def authorize(self, *, key: str, card_number: str, amount: int) -> Authorization:
+        self.entered.set()
+        if not self._after:
+            await self.gate.wait()
+        outcome = await super().authorize(key=key, card_number=card_number, amount=amount)
+        if self._after:  # the processor has authorized; its answer is on its way
+            await self.gate.wait()
+        return outcome
+
+
+async def test_a_charge_claims_its_key_before_the_processor_is_asked(db: Database) -> None:
+    """A retry while the first attempt is with the processor never reaches the processor."""
+    processor = GatedProcessor()
+    data = charge(key="claimed")
+    first: list[Payment] = []
 
     async def attempt() -> None:
-        payments.append(await service.create_payment(db, processor=processor, data=data))
+        first.append(await create(db, processor, data))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(attempt)
+        await processor.entered.wait()
+        async with db.reader() as session:
+            claim = await repository.get_by_key(session, "claimed")
+        assert claim is not None
+        assert claim.status == PaymentStatus.PENDING.value
+        with pytest.raises(PaymentInFlight):
+            await create(db, processor, data)
+        processor.gate.set()
+
+    assert len(processor.calls) == 1
+    assert processor.authorized["claimed"] == 1
+    assert first[0].status == PaymentStatus.CAPTURED.value
+    replay = await create(db, processor, data)
+    assert (replay.id, replay.status) == (first[0].id, PaymentStatus.CAPTURED.value)
+    assert len(processor.calls) == 1
+
+
+async def test_concurrent_charges_with_one_key_authorize_once(db: Database) -> None:
+    processor = CountingProcessor()
+    data = charge(key="raced")
+    outcomes: list[Payment | PaymentInFlight] = []
+
+    async def attempt() -> None:
+        try:
+            outcomes.append(await create(db, processor, data))
+        except PaymentInFlight as exc:
+            outcomes.append(exc)
 
     async with anyio.create_task_group() as tasks:
         for _ in range(5):
             tasks.start_soon(attempt)
 
-    assert len({p.id for p in payments}) == 1
+    assert len(processor.calls) == 1
+    assert processor.authorized["raced"] == 1
+    recorded = {p.id for p in outcomes if isinstance(p, Payment)}
+    assert len(recorded) == 1
     async with db.reader() as session:
         rows = await service.list_payments(
             session,
@@ -202,7 +258,114 @@ async def test_concurrent_charges_with_one_key_record_one_payment(
             limit=10,
             offset=0,
         )
-    assert [row.id for row in rows] == [payments[0].id]
+    assert [row.id for row in rows] == list(recorded)
+
+
+@pytest.mark.parametrize("authorized_before_the_void", [False, True])
+async def test_a_void_that_meets_a_charge_in_flight_reverses_it(
+    db: Database, authorized_before_the_void: bool
+) -> None:
+    """The compensation wins, and nothing stays charged whatever the processor answered."""
+    processor = GatedProcessor(after=authorized_before_the_void)
+    data = charge(key="overtaken")
+    charged: list[Payment] = []
+
+    async def attempt() -> None:
+        charged.append(await create(db, processor, data))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(attempt)
+        await processor.entered.wait()
+        status = await service.refund_payment(
+            db,
+            processor=processor,
+            idempotency_key="overtaken",
+            order_id=data.order_id,
+            user_id=data.user_id,
+        )
+        assert status is PaymentStatus.VOIDED
+        processor.gate.set()
+
+    assert charged[0].status == PaymentStatus.VOIDED.value
+    assert not processor.holds("overtaken"), "the processor still holds the money"
+    async with db.reader() as session:
+        stored = await repository.get_by_key(session, "overtaken")
+    assert stored is not None
+    assert stored.status == PaymentStatus.VOIDED.value
+
+
+async def test_a_timed_out_charge_is_reversed_at_the_processor(
+    db: Database, processor: CountingProcessor
+) -> None:
+    payment = await create(db, processor, charge(key="slow", card=TIMEOUT_CARD))
+
+    assert payment.status == PaymentStatus.TIMED_OUT.value
+    assert "slow" in processor.reversed
+
+
+async def test_a_claim_that_died_in_flight_is_settled_when_asked(
+    db: Database, processor: CountingProcessor
+) -> None:
+    """A process died while the processor was asked: after the claim's expiry the key is
+    reversed at the processor and recorded timed out, never left pending for good."""
+    data = charge(key="orphan")
+    async with db.writer() as session, session.begin():
+        await repository.add(
+            session,
+            Payment(
+                id=uuid.uuid4(),
+                idempotency_key="orphan",
+                order_id=data.order_id,
+                user_id=data.user_id,
+                amount=1_999,
+                currency="EUR",
+                status=PaymentStatus.PENDING.value,
+                card_last4="4242",
+                created_at=utcnow() - CLAIM_EXPIRY - timedelta(seconds=1),
+            ),
+        )
+
+    found = await service.get_charge(
+        db, processor=processor, key="orphan", claim_expiry=CLAIM_EXPIRY
+    )
+    replay = await create(db, processor, data)
+
+    assert found is not None
+    assert found.status == PaymentStatus.TIMED_OUT.value
+    assert replay.status == PaymentStatus.TIMED_OUT.value
+    assert "orphan" in processor.reversed
+    assert processor.calls == []
+
+
+async def test_a_young_claim_is_left_pending(db: Database, processor: CountingProcessor) -> None:
+    data = charge(key="young")
+    async with db.writer() as session, session.begin():
+        await repository.add(
+            session,
+            Payment(
+                id=uuid.uuid4(),
+                idempotency_key="young",
+                order_id=data.order_id,
+                user_id=data.user_id,
+                amount=1_999,
+                currency="EUR",
+                status=PaymentStatus.PENDING.value,
+                card_last4="4242",
+            ),
+        )
+
+    found = await service.get_charge(
+        db, processor=processor, key="young", claim_expiry=CLAIM_EXPIRY
+    )
+
+    assert found is not None
+    assert found.status == PaymentStatus.PENDING.value
+    assert processor.reversed == set()
+
+
+def test_claims_must_outlive_the_processor() -> None:
+    with pytest.raises(ValidationError, match="claim_expiry_seconds"):
+        PaymentsSettings(processor_delay_seconds=10, claim_expiry_seconds=5)
 
 
 # --------------------------------------------------------------------------- refunds and lists
@@ -212,20 +375,18 @@ async def test_a_refund_touches_the_keys_captured_payment_only_and_once(
     db: Database, processor: CountingProcessor
 ) -> None:
     order_id = uuid.uuid4()
-    captured = await service.create_payment(db, processor=processor, data=charge(order_id=order_id))
-    declined = await service.create_payment(
-        db, processor=processor, data=charge(order_id=order_id, card=DECLINED_CARD)
-    )
-    other = await service.create_payment(db, processor=processor, data=charge())
+    captured = await create(db, processor, charge(order_id=order_id))
+    declined = await create(db, processor, charge(order_id=order_id, card=DECLINED_CARD))
+    other = await create(db, processor, charge())
 
     async def refund(payment: Payment) -> PaymentStatus:
-        async with db.writer() as session, session.begin():
-            return await service.refund_payment(
-                session,
-                idempotency_key=payment.idempotency_key,
-                order_id=payment.order_id,
-                user_id=payment.user_id,
-            )
+        return await service.refund_payment(
+            db,
+            processor=processor,
+            idempotency_key=payment.idempotency_key,
+            order_id=payment.order_id,
+            user_id=payment.user_id,
+        )
 
     assert await refund(captured) is PaymentStatus.REFUNDED
     assert await refund(captured) is PaymentStatus.REFUNDED
@@ -234,7 +395,7 @@ async def test_a_refund_touches_the_keys_captured_payment_only_and_once(
     stored: dict[uuid.UUID, Payment] = {}
     async with db.reader() as session:
         for payment in (captured, declined, other):
-            row = await service.get_payment_by_key(session, idempotency_key=payment.idempotency_key)
+            row = await repository.get_by_key(session, payment.idempotency_key)
             assert row is not None
             stored[payment.id] = row
     assert stored[captured.id].status == PaymentStatus.REFUNDED.value
@@ -249,15 +410,15 @@ async def test_a_refund_before_the_charge_voids_the_key(
 ) -> None:
     """A compensation that overtakes a slow charge: the late charge finds the key voided."""
     data = charge()
-    async with db.writer() as session, session.begin():
-        status = await service.refund_payment(
-            session,
-            idempotency_key=data.idempotency_key,
-            order_id=data.order_id,
-            user_id=data.user_id,
-        )
+    status = await service.refund_payment(
+        db,
+        processor=processor,
+        idempotency_key=data.idempotency_key,
+        order_id=data.order_id,
+        user_id=data.user_id,
+    )
     assert status is PaymentStatus.VOIDED
-    late = await service.create_payment(db, processor=processor, data=data)
+    late = await create(db, processor, data)
     assert late.status == PaymentStatus.VOIDED.value
     assert late.amount == 0
     async with db.reader() as session:
@@ -277,11 +438,8 @@ async def test_customers_list_their_own_payments_and_admins_everyones(
     alice = Principal(user_id=uuid.uuid4(), role=Role.CUSTOMER)
     bob = Principal(user_id=uuid.uuid4(), role=Role.CUSTOMER)
     boss = Principal(user_id=uuid.uuid4(), role=Role.ADMIN)
-    alices = [
-        await service.create_payment(db, processor=processor, data=charge(user_id=alice.user_id))
-        for _ in range(3)
-    ]
-    bobs = await service.create_payment(db, processor=processor, data=charge(user_id=bob.user_id))
+    alices = [await create(db, processor, charge(user_id=alice.user_id)) for _ in range(3)]
+    bobs = await create(db, processor, charge(user_id=bob.user_id))
 
     async with db.reader() as session:
         mine = await service.list_payments(
