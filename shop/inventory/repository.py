@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -73,6 +73,19 @@ async def adjust(session: AsyncSession, product_id: int, *, on_hand: int, reserv
         .values(on_hand=StockItem.on_hand + on_hand, reserved=StockItem.reserved + reserved)
         .execution_options(synchronize_session=False)
     )
+
+
+async def lock_reservation(session: AsyncSession, reservation_id: uuid.UUID) -> None:
+    """Serialize every change of one reservation until the transaction ends.
+
+    A reserve and its release may run at once (the saga's compensation overtaking a slow
+    reserve); under READ COMMITTED neither sees the other's uncommitted rows, so on
+    PostgreSQL both take a transaction-scoped advisory lock on the reservation id first. On
+    SQLite a write transaction begins IMMEDIATE and so holds the whole database already.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(reservation_id.bytes[:8], "big", signed=True)
+        await session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 async def get_reservation(

@@ -63,6 +63,7 @@ async def create_reservation(
 
     Replaying an existing reservation returns its status without holding anything again.
     """
+    await repository.lock_reservation(session, reservation_id)
     existing = await repository.get_reservation(session, reservation_id)
     if existing:
         status = ReservationStatus(existing[0].status)
@@ -91,6 +92,7 @@ async def _transition(
     on_hand: int,
     reserved: int,
 ) -> ReservationStatus | None:
+    await repository.lock_reservation(session, reservation_id)
     lines = await repository.get_reservation(session, reservation_id, for_update=True)
     if not lines:
         if new is ReservationStatus.RELEASED:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import random
 import uuid
+from typing import Any
 
 import anyio
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from shop.inventory import service
+from shop.inventory import repository, service
 from shop.inventory.exceptions import (
     InventoryItemNotFound,
     OutOfStock,
@@ -323,4 +324,59 @@ async def test_the_database_refuses_impossible_stock_rows(
                 sa.insert(StockItem).values(product_id=2, updated_at=sa.func.now(), **values)
             )
 
+    assert await levels(db, 1) == (5, 0, 5)
+
+
+# --------------------------------------------------------------------------- races per reservation
+
+
+async def test_a_release_that_overtakes_a_slow_reserve_leaves_nothing_reserved(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The saga's compensation (release) may run while its reserve is still committing.
+
+    The reserve is held between its stock update and its reservation rows; the release
+    runs meanwhile. Whichever order the database lets them commit in, no unit may stay
+    reserved for good (before per-reservation serialization, PostgreSQL let the release
+    leave a tombstone beside the late reserve's rows, leaking the units).
+    """
+    await stock(db, 1, 5)
+    rid = uuid.uuid4()
+    original = repository.add_reservation_lines
+    holding = anyio.Event()
+    released = anyio.Event()
+
+    async def slow_lines(session: Any, reservation_id: uuid.UUID, lines: Any) -> None:
+        if reservation_id == rid and not holding.is_set():
+            holding.set()
+            # Wait for the release, or long enough that a release blocked behind this
+            # transaction (as it must be) shows it is blocked.
+            with anyio.move_on_after(1.0):
+                await released.wait()
+        await original(session, reservation_id, lines)
+
+    monkeypatch.setattr(repository, "add_reservation_lines", slow_lines)
+    outcomes: dict[str, object] = {}
+
+    async def reserving() -> None:
+        try:
+            await reserve(db, [(1, 2)], rid)
+            outcomes["reserve"] = "reserved"
+        except ReservationClosed:
+            outcomes["reserve"] = "closed"
+
+    async def releasing() -> None:
+        await holding.wait()
+        outcomes["release"] = await release(db, rid)
+        released.set()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(reserving)
+            tasks.start_soon(releasing)
+
+    assert outcomes["release"] is ReservationStatus.RELEASED
+    assert await levels(db, 1) == (5, 0, 5), outcomes
+    # A later release (the saga retried) changes nothing.
+    assert await release(db, rid) is ReservationStatus.RELEASED
     assert await levels(db, 1) == (5, 0, 5)

@@ -35,8 +35,8 @@ from shop.orders.exceptions import (
 from shop.orders.models import Order, OrderStatus, SagaStep
 from shop.orders.ports import CartLine, ChargeStatus, CheckoutPorts, PricedProduct
 from shop.orders.schemas import OrderCreate
-from shop.orders.settings import OrdersSettings
 from shop.orders.service import StoredResponse, payment_key
+from shop.orders.settings import OrdersSettings
 from tests.unit.conftest import MakeDatabase
 
 pytestmark = pytest.mark.anyio
