@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection, Sequence
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop.inventory.models import ReservationLine, ReservationStatus, StockItem
+from shop.kernel.db import serialize
 
 
 async def get_item(session: AsyncSession, product_id: int) -> StockItem | None:
@@ -79,13 +80,9 @@ async def lock_reservation(session: AsyncSession, reservation_id: uuid.UUID) -> 
     """Serialize every change of one reservation until the transaction ends.
 
     A reserve and its release may run at once (the saga's compensation overtaking a slow
-    reserve); under READ COMMITTED neither sees the other's uncommitted rows, so on
-    PostgreSQL both take a transaction-scoped advisory lock on the reservation id first. On
-    SQLite a write transaction begins IMMEDIATE and so holds the whole database already.
+    reserve); under READ COMMITTED neither would see the other's uncommitted rows.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        key = int.from_bytes(reservation_id.bytes[:8], "big", signed=True)
-        await session.execute(select(func.pg_advisory_xact_lock(key)))
+    await serialize(session, f"inventory-reservation:{reservation_id}")
 
 
 async def get_reservation(

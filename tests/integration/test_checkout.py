@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import pytest
@@ -22,6 +23,7 @@ from shop.kernel.security import Principal, Role
 from shop.kernel.types import Money, MoneyIn
 from shop.orders import repository as orders_repository
 from shop.orders import service as orders
+from shop.orders.exceptions import CheckoutInterrupted
 from shop.orders.models import Order, OrderStatus
 from shop.orders.ports import ChargeStatus, CheckoutPorts, Payments
 from shop.orders.schemas import OrderCreate, OrderRead
@@ -42,6 +44,24 @@ SETTINGS = OrdersSettings(recovery_grace_seconds=3600)
 TERM = timedelta(seconds=SETTINGS.recovery_grace_seconds)
 PAYMENTS = PaymentsSettings(processor_delay_seconds=0.05)
 ADMIN = Principal(user_id=uuid.uuid4(), role=Role.ADMIN)
+
+
+def order_create(card: str = APPROVED_CARD) -> OrderCreate:
+    return OrderCreate.model_validate(
+        {
+            "card_number": card,
+            "shipping_address": {
+                "name": "Ada Lovelace",
+                "line1": "12 Analytical Street",
+                "city": "London",
+                "postal_code": "NW1 6XE",
+                "country": "GB",
+            },
+        }
+    )
+
+
+ORDER = order_create()
 
 
 @dataclass
@@ -98,18 +118,7 @@ class Shop:
             settings=SETTINGS,
             user_id=user_id,
             idempotency_key=key,
-            data=OrderCreate.model_validate(
-                {
-                    "card_number": card,
-                    "shipping_address": {
-                        "name": "Ada Lovelace",
-                        "line1": "12 Analytical Street",
-                        "city": "London",
-                        "postal_code": "NW1 6XE",
-                        "country": "GB",
-                    },
-                }
-            ),
+            data=order_create(card),
         )
 
     async def order(self, user_id: uuid.UUID, key: str = "key-1") -> Order:
@@ -123,12 +132,16 @@ class Shop:
             item = await inventory.get_item(session, product_id=product_id)
         return item.on_hand, item.reserved
 
-    async def resume(self) -> int:
-        """Recovery, as it runs once every lease has run out (time passing, for a test)."""
+    async def expire_leases(self) -> None:
+        """Every lease runs out (time passing, for a test)."""
         async with self.db.writer() as session, session.begin():
             await session.execute(
                 sa.update(Order).values(lease_expires_at=utcnow() - timedelta(seconds=1))
             )
+
+    async def resume(self) -> int:
+        """Recovery, as it runs once every lease has run out."""
+        await self.expire_leases()
         return await orders.resume_pending_orders(self.db, ports=self.ports, term=TERM)
 
     async def payments_of(self, order_id: uuid.UUID) -> list[Payment]:
@@ -377,3 +390,205 @@ async def test_a_checkout_that_died_before_paying_is_rejected_and_released(
     assert await shop.stock(teapot) == (5, 0)
     assert await shop.payments_of(order.id) == []
     assert await shop.cart_of(user) == {teapot: 2}
+
+
+# --------------------------------------------------------------------------- two orders replicas
+
+
+@dataclass
+class SlowCharge:
+    """The real payments adapter, with the saga's runner stalled before or after the charge."""
+
+    inner: Payments
+    before: float = 0.0
+    after: float = 0.0
+
+    async def charge(self, **kwargs: Any) -> ChargeStatus:
+        await anyio.sleep(self.before)
+        status = await self.inner.charge(**kwargs)
+        await anyio.sleep(self.after)
+        return status
+
+    async def status(self, key: str) -> ChargeStatus | None:
+        return await self.inner.status(key)
+
+    async def refund(self, *, key: str, order_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        await self.inner.refund(key=key, order_id=order_id, user_id=user_id)
+
+
+async def replica(shop: Shop, connect: Connect) -> Shop:
+    """A second orders process on the same database, with its own engine and connections."""
+    db = await connect(None)
+    return Shop(db, checkout_ports(db, PaymentsRuntime.from_settings(PAYMENTS)))
+
+
+async def test_recovery_in_another_replica_leaves_a_live_checkout_alone(
+    shop: Shop, connect: Connect
+) -> None:
+    """Before the lease, a grace of 0 (or a slow charge) let recovery void a live checkout."""
+    other = await replica(shop, connect)
+    teapot = await shop.product("Teapot", 1_500, on_hand=5)
+    user = uuid.uuid4()
+    await shop.add_to_cart(user, teapot, 2)
+    slow = replace(shop.ports, payments=SlowCharge(shop.ports.payments, before=0.6))
+    answers: list[StoredResponse] = []
+
+    async def checkout() -> None:
+        answers.append(await shop.checkout(user, ports=slow))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(checkout)
+        for _ in range(6):
+            await anyio.sleep(0.1)
+            assert await orders.resume_pending_orders(other.db, ports=other.ports, term=TERM) == 0
+
+    assert answers[0].status_code == 201
+    order = await shop.order(user)
+    assert order.status == OrderStatus.CONFIRMED.value
+    assert [p.status for p in await shop.payments_of(order.id)] == ["captured"]
+    assert await shop.stock(teapot) == (3, 0)
+
+
+async def test_a_checkout_that_stalls_past_its_lease_is_finished_one_way(
+    shop: Shop, connect: Connect
+) -> None:
+    """The request stalls after its charge, past its lease; another replica's recovery
+    finishes the order; the stalled request then answers what the order became."""
+    other = await replica(shop, connect)
+    teapot = await shop.product("Teapot", 1_500, on_hand=5)
+    user = uuid.uuid4()
+    await shop.add_to_cart(user, teapot, 2)
+    stalled = replace(shop.ports, payments=SlowCharge(shop.ports.payments, after=1.5))
+    answers: list[StoredResponse] = []
+    short = OrdersSettings(recovery_grace_seconds=1)
+
+    async def checkout() -> None:
+        answers.append(
+            await orders.create_order(
+                shop.db,
+                ports=stalled,
+                settings=short,
+                user_id=user,
+                idempotency_key="key-1",
+                data=ORDER,
+            )
+        )
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(checkout)
+        # Recovery looks every 0.1 s, as its loop would, until the lease has run out.
+        for _ in range(100):
+            await anyio.sleep(0.1)
+            if await orders.resume_pending_orders(
+                other.db, ports=other.ports, term=timedelta(seconds=1)
+            ):
+                break
+        else:
+            pytest.fail("recovery never took the stalled checkout over")
+
+    order = await shop.order(user)
+    assert order.status == OrderStatus.CONFIRMED.value
+    assert answers == [StoredResponse(201, order.response_body or {})]
+    assert [p.status for p in await shop.payments_of(order.id)] == ["captured"]
+    assert await shop.stock(teapot) == (3, 0)
+
+
+async def test_two_replicas_finishing_one_order_agree(
+    shop: Shop, connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runners finish one order at once, one confirming and one rejecting (a request
+    and a recovery that decided otherwise). Both answer the one outcome the row holds:
+    before, both read ``pending`` and both wrote, each answering its own outcome."""
+    other = await replica(shop, connect)
+    teapot = await shop.product("Teapot", 1_500, on_hand=5)
+    user = uuid.uuid4()
+    await shop.add_to_cart(user, teapot, 1)
+    stuck = replace(shop.ports, payments=CrashAfterCharge(shop.ports.payments, ProcessDied()))
+    with pytest.raises(ProcessDied):
+        await shop.checkout(user, ports=stuck)
+    await shop.expire_leases()
+    pending = await shop.order(user)
+    original = orders_repository.get_order
+    arrived = 0
+    both = anyio.Event()
+
+    async def meeting(session: Any, order_id: uuid.UUID) -> Order | None:
+        # Each finisher reads the order inside its transaction: once read, wait for the other
+        # one to have read it too (or long enough to show it is held back), so that both
+        # would decide on "pending".
+        nonlocal arrived
+        order = await original(session, order_id)
+        arrived += 1
+        if arrived == 2:
+            both.set()
+        with anyio.move_on_after(1.0):
+            await both.wait()
+        return order
+
+    monkeypatch.setattr(orders_repository, "get_order", meeting)
+    answers: dict[str, StoredResponse] = {}
+
+    async def finish(name: str, runner: Any, status: OrderStatus, error: Any = None) -> None:
+        answers[name] = await runner.finish(status, error=error)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(
+                finish, "a", orders._Runner(shop.db, pending.id, TERM), OrderStatus.CONFIRMED
+            )
+            tasks.start_soon(
+                finish,
+                "b",
+                orders._Runner(other.db, pending.id, TERM),
+                OrderStatus.REJECTED,
+                CheckoutInterrupted("decided otherwise"),
+            )
+    monkeypatch.setattr(orders_repository, "get_order", original)
+
+    order = await shop.order(user)
+    assert order.response_status is not None
+    assert (
+        answers["a"]
+        == answers["b"]
+        == StoredResponse(order.response_status, order.response_body or {})
+    )
+
+
+async def test_a_cancellation_that_died_midway_is_completed_by_recovery(shop: Shop) -> None:
+    teapot = await shop.product("Teapot", 1_500, on_hand=5)
+    user = uuid.uuid4()
+    await shop.add_to_cart(user, teapot, 2)
+    result = await shop.checkout(user)
+    order_id = uuid.UUID(result.body["id"])
+
+    @dataclass
+    class DieBeforeRestock:
+        inner: Any
+
+        async def restock(self, reservation_id: uuid.UUID) -> None:
+            raise ProcessDied()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    dying = replace(shop.ports, stock=DieBeforeRestock(shop.ports.stock))
+    with pytest.raises(ProcessDied):
+        await orders.cancel_order(
+            shop.db,
+            ports=dying,
+            settings=SETTINGS,
+            principal=Principal(user, Role.CUSTOMER),
+            order_id=order_id,
+        )
+    half = await shop.order(user)
+    assert (half.status, half.saga_step) == ("confirmed", "cancelling")
+    assert [p.status for p in await shop.payments_of(order_id)] == ["refunded"]
+    assert await shop.stock(teapot) == (3, 0)
+
+    assert await shop.resume() == 1
+
+    done = await shop.order(user)
+    assert done.status == OrderStatus.CANCELLED.value
+    assert await shop.stock(teapot) == (5, 0)
+    assert [p.status for p in await shop.payments_of(order_id)] == ["refunded"]
+    assert await shop.resume() == 0
