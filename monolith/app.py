@@ -214,7 +214,8 @@ def create_app(
                 jwks, issuer=settings.identity.issuer, audience=settings.identity.audience
             )
             app.state.cart_settings = settings.cart
-            app.state.orders_settings = settings.orders
+            if "orders" in served:
+                app.state.orders_settings = settings.orders.with_fingerprint_key()
             app.state.payments = payments_runtime
             app.state.ports = _bind(served, db, payments_runtime, remote)
             if identity_runtime is not None and await bootstrap_admin(

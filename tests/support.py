@@ -30,6 +30,7 @@ ADMIN_PASSWORD = "admin-password-for-tests"
 ISSUER = "shopkata-tests"
 AUDIENCE = "shopkata-tests"
 PAYMENT_DELAY_SECONDS = 0.2
+FINGERPRINT_KEY = "fingerprint-key-for-tests-0123456789abcdef"
 
 
 def postgres_server_url() -> str | None:
@@ -105,6 +106,8 @@ def monolith_settings(database_url: str, signing_key_pem: str | None = None) -> 
         database_url=database_url,
         identity=identity_settings(signing_key_pem or generate_private_key_pem()),
         payments=PaymentsSettings(processor_delay_seconds=PAYMENT_DELAY_SECONDS),
-        orders=OrdersSettings(recovery_interval_seconds=3600),
+        orders=OrdersSettings(
+            recovery_interval_seconds=3600, fingerprint_key=SecretStr(FINGERPRINT_KEY)
+        ),
         recover_checkouts=False,
     )

@@ -32,7 +32,7 @@ def create_app(
             payments=runtime.upstreams["payments"],
         )
         app.state.ports = {CheckoutPorts: ports}
-        app.state.orders_settings = settings.orders
+        app.state.orders_settings = settings.orders.with_fingerprint_key()
         if settings.recover_checkouts:
             runtime.tasks.start_soon(
                 functools.partial(recovery_loop, runtime.db, ports=ports, settings=settings.orders)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
 
+from pydantic import Field, SecretStr
+
+from shop.kernel.secrets import shared_secret
 from shop.kernel.settings import ShopSettings
 
 
@@ -17,3 +20,17 @@ class OrdersSettings(ShopSettings, env_prefix="ORDERS_"):
         description="The lease of whoever runs a checkout or a cancellation: one that records"
         " no step for this long is taken as interrupted, and recovery finishes it",
     )
+    fingerprint_key: SecretStr | None = Field(
+        None,
+        description="The HMAC key of checkout request fingerprints (a retried key's body is"
+        " compared by it); every orders replica needs the same one. Unset: read from"
+        " fingerprint_key_file, which is created on first start",
+    )
+    fingerprint_key_file: Path = Path("var/keys/orders-fingerprint.key")
+
+    def with_fingerprint_key(self) -> OrdersSettings:
+        """These settings with ``fingerprint_key`` set, from the key file if need be."""
+        if self.fingerprint_key is not None:
+            return self
+        key = shared_secret(self.fingerprint_key_file).decode()
+        return self.model_copy(update={"fingerprint_key": SecretStr(key)})

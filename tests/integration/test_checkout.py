@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 from bindings.inprocess import CatalogEntries, checkout_ports
 from shop.cart import service as cart
@@ -40,7 +41,7 @@ pytestmark = pytest.mark.anyio
 APPROVED_CARD = "4242424242424242"
 DECLINED_CARD = "4000000000000002"
 TIMEOUT_CARD = "4000000000000119"
-SETTINGS = OrdersSettings(recovery_grace_seconds=3600)
+SETTINGS = OrdersSettings(recovery_grace_seconds=3600, fingerprint_key=SecretStr("k" * 32))
 TERM = timedelta(seconds=SETTINGS.recovery_grace_seconds)
 PAYMENTS = PaymentsSettings(processor_delay_seconds=0.05)
 ADMIN = Principal(user_id=uuid.uuid4(), role=Role.ADMIN)
@@ -460,7 +461,7 @@ async def test_a_checkout_that_stalls_past_its_lease_is_finished_one_way(
     await shop.add_to_cart(user, teapot, 2)
     stalled = replace(shop.ports, payments=SlowCharge(shop.ports.payments, after=1.5))
     answers: list[StoredResponse] = []
-    short = OrdersSettings(recovery_grace_seconds=1)
+    short = SETTINGS.model_copy(update={"recovery_grace_seconds": 1})
 
     async def checkout() -> None:
         answers.append(

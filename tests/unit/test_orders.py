@@ -7,6 +7,7 @@ can be checked, and which can be told to crash at a chosen step.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from shop.kernel.db import Database, utcnow
 from shop.kernel.security import Principal, Role
@@ -46,7 +47,7 @@ OTHER_APPROVED_CARD = "5555555555554444"
 DECLINED_CARD = "4000000000000002"
 TIMEOUT_CARD = "4000000000000119"
 
-SETTINGS = OrdersSettings(recovery_grace_seconds=3600)
+SETTINGS = OrdersSettings(recovery_grace_seconds=3600, fingerprint_key=SecretStr("k" * 32))
 TERM = timedelta(seconds=SETTINGS.recovery_grace_seconds)
 
 SAGA_STEPS = {"stock.reserve", "payments.charge", "stock.commit", "stock.release", "cart.remove"}
@@ -986,3 +987,35 @@ def test_order_create_refuses_bad_addresses_and_unknown_fields(address: dict[str
         OrderCreate.model_validate(
             {"card_number": APPROVED_CARD, "shipping_address": {**base, **address}}
         )
+
+
+# --------------------------------------------------------------------------- stored fingerprints
+
+
+async def test_the_stored_fingerprint_does_not_give_the_card_number_away(world: World) -> None:
+    """With the last four digits and the issuer prefix known, an unkeyed hash of the body
+    gave the card away in about 10^5 tries; the keyed one matches no candidate."""
+    user = customer()
+    fill_cart(world, user.user_id)
+    card = "4242424242424242"
+    await world.checkout(user.user_id, card=card)
+    order = await world.order_by_key(user.user_id)
+
+    body = order_create(card).model_dump_json().encode()
+    assert order.request_hash != hashlib.sha256(body).hexdigest()
+    rekeyed = SETTINGS.model_copy(update={"fingerprint_key": SecretStr("x" * 32)})
+    assert order.request_hash != service._request_hash(order_create(card), rekeyed)
+    assert card not in repr(order.__dict__)
+    # The fingerprint still tells another body apart: the same key with another card.
+    with pytest.raises(IdempotencyKeyReused):
+        await world.checkout(user.user_id, card=OTHER_APPROVED_CARD)
+
+
+async def test_an_order_from_before_keyed_fingerprints_replays_its_answer(world: World) -> None:
+    user = customer()
+    fill_cart(world, user.user_id)
+    first = await world.checkout(user.user_id)
+    async with world.db.writer() as session, session.begin():
+        await session.execute(sa.update(Order).values(request_hash=""))
+
+    assert await world.checkout(user.user_id) == first
