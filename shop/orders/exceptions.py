@@ -54,3 +54,14 @@ class IdempotencyKeyInFlight(Conflict):
 class IdempotencyKeyReused(Unprocessable):
     slug = "idempotency-key-reused"
     title = "Idempotency-Key reused"
+
+
+class CheckoutInProgress(Conflict):
+    slug = "checkout-in-progress"
+    title = "Another checkout in progress"
+    headers = {"Retry-After": "1"}
+
+
+class OrderLimitExceeded(Conflict):
+    slug = "order-limit-exceeded"
+    title = "Order limit exceeded"

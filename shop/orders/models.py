@@ -7,7 +7,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, String, UniqueConstraint, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    Uuid,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shop.kernel.db import UtcDateTime, make_metadata, utcnow
@@ -39,7 +49,18 @@ class SagaStep(StrEnum):
 
 class Order(Base):
     __tablename__ = "orders_orders"
-    __table_args__ = (UniqueConstraint("user_id", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("user_id", "idempotency_key"),
+        # One checkout in flight per customer: parallel checkouts on a slow card cannot
+        # hold the whole stock. The database decides, so racing requests cannot both pass.
+        Index(
+            "uq_orders_orders_one_pending_per_user",
+            "user_id",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
@@ -62,6 +83,7 @@ class Order(Base):
     response_body: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     lines: Mapped[list[OrderLine]] = relationship(
         back_populates="order", lazy="selectin", order_by="OrderLine.id"

@@ -33,9 +33,11 @@ from shop.kernel.security import Principal
 from shop.orders import repository
 from shop.orders.exceptions import (
     CartEmpty,
+    CheckoutInProgress,
     CheckoutInterrupted,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
+    OrderLimitExceeded,
     OrderNotCancellable,
     OrderNotFound,
     OutOfStock,
@@ -150,6 +152,8 @@ class _Runner:
                 raise LeaseLost(self.order_id)
             order.status = status.value
             order.saga_step = SagaStep.FINISHED.value
+            if status is OrderStatus.CONFIRMED:
+                order.confirmed_at = utcnow()
             order.lease_owner = order.lease_expires_at = None
             # Set explicitly (and not to the lease's ``now``, which the row holds already, so
             # the ORM would see no change and apply ``onupdate``): the replayed body shows
@@ -187,7 +191,7 @@ async def create_order(
 
     term = timedelta(seconds=settings.recovery_grace_seconds)
     try:
-        order = await _new_order(ports, user_id, idempotency_key, request_hash, data)
+        order = await _new_order(ports, settings, user_id, idempotency_key, request_hash, data)
     except CartEmpty:
         # A duplicate of this request may have checked the cart out since the lookup above:
         # it stores its order before it empties the cart, so the key shows it now.
@@ -200,8 +204,11 @@ async def create_order(
     async with db.writer() as session, session.begin():
         if not await repository.add(session, order):
             raced = await repository.get_by_key(session, user_id, idempotency_key)
-            assert raced is not None
-            return _replay(raced, request_hash)
+            if raced is not None:
+                return _replay(raced, request_hash)
+            raise CheckoutInProgress(
+                "Another checkout of yours is still in progress; retry once it has finished."
+            )
     try:
         return await _run_saga(runner, ports, order, data.card_number)
     except LeaseLost:
@@ -228,6 +235,7 @@ async def _answer_of_key(
 
 async def _new_order(
     ports: CheckoutPorts,
+    settings: OrdersSettings,
     user_id: uuid.UUID,
     idempotency_key: str,
     request_hash: str,
@@ -239,6 +247,15 @@ async def _new_order(
     sold = [line for line in lines if line.product_id in prices]
     if not sold:
         raise CartEmpty("The cart is empty: add products before checking out.")
+    over = sorted(
+        line.product_id for line in sold if line.quantity > settings.max_units_per_product
+    )
+    if over:
+        raise OrderLimitExceeded(
+            f"An order holds at most {settings.max_units_per_product} units of one product;"
+            f" lower the quantity of product(s) {', '.join(map(str, over))} in the cart.",
+            product_ids=over,
+        )
     currency = prices[sold[0].product_id].price.currency
     order_lines = [
         OrderLine(
@@ -445,6 +462,13 @@ async def cancel_order(
         return order
     if order.status != OrderStatus.CONFIRMED.value:
         raise OrderNotCancellable(f"A {order.status} order cannot be cancelled.")
+    window = timedelta(seconds=settings.cancellation_window_seconds)
+    confirmed_at = order.confirmed_at or order.updated_at
+    if order.saga_step != SagaStep.CANCELLING and utcnow() - confirmed_at > window:
+        raise OrderNotCancellable(
+            f"An order can be cancelled within {_duration(window)} of its confirmation;"
+            " this one was confirmed earlier."
+        )
     runner = _Runner(db, order.id, timedelta(seconds=settings.recovery_grace_seconds))
     # LeaseLost: cancelled meanwhile, or another cancel runs; every step below is idempotent.
     with contextlib.suppress(LeaseLost):
@@ -452,6 +476,15 @@ async def cancel_order(
     await _cancel(runner, ports, order)
     async with db.reader() as session:
         return await get_order(session, principal=principal, order_id=order_id)
+
+
+def _duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
 
 
 async def _cancel(runner: _Runner, ports: CheckoutPorts, order: Order) -> None:

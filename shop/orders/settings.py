@@ -20,6 +20,18 @@ class OrdersSettings(ShopSettings, env_prefix="ORDERS_"):
         description="The lease of whoever runs a checkout or a cancellation: one that records"
         " no step for this long is taken as interrupted, and recovery finishes it",
     )
+    max_units_per_product: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="Most units of one product in one order: one customer cannot hold all"
+        " the stock of a product with one checkout",
+    )
+    cancellation_window_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="How long after its confirmation an order may still be cancelled",
+    )
     fingerprint_key: SecretStr | None = Field(
         None,
         description="The HMAC key of checkout request fingerprints (a retried key's body is"

@@ -1019,3 +1019,31 @@ async def test_an_order_from_before_keyed_fingerprints_replays_its_answer(world:
         await session.execute(sa.update(Order).values(request_hash=""))
 
     assert await world.checkout(user.user_id) == first
+
+
+# --------------------------------------------------------------------------- cancellation window
+
+
+async def test_an_order_can_be_cancelled_within_its_window_only(world: World) -> None:
+    user = customer()
+    fill_cart(world, user.user_id)
+    result = await world.checkout(user.user_id)
+    order_id = uuid.UUID(result.body["id"])
+    order = await world.order_by_key(user.user_id)
+    assert order.confirmed_at is not None
+    async with world.db.writer() as session, session.begin():
+        await session.execute(
+            sa.update(Order).values(confirmed_at=utcnow() - timedelta(hours=1, seconds=1))
+        )
+
+    with pytest.raises(OrderNotCancellable, match="within 1 h of its confirmation"):
+        await service.cancel_order(
+            world.db, ports=world.ports, settings=SETTINGS, principal=user, order_id=order_id
+        )
+    assert "payments.refund" not in world.log.names()
+
+    wider = SETTINGS.model_copy(update={"cancellation_window_seconds": 7200})
+    cancelled = await service.cancel_order(
+        world.db, ports=world.ports, settings=wider, principal=user, order_id=order_id
+    )
+    assert cancelled.status == OrderStatus.CANCELLED.value
