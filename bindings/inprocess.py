@@ -163,12 +163,8 @@ class PaymentsProcessor(Payments):
         return ChargeStatus(payment.status)
 
     async def status(self, key: str) -> ChargeStatus | None:
-        payment = await payments.get_charge(
-            self._db,
-            processor=self._runtime.processor,
-            key=key,
-            claim_expiry=self._runtime.claim_expiry,
-        )
+        async with self._db.reader() as session:
+            payment = await payments.get_charge(session, key=key)
         return None if payment is None else ChargeStatus(payment.status)
 
     async def refund(self, *, key: str, order_id: uuid.UUID, user_id: uuid.UUID) -> None:

@@ -30,8 +30,10 @@ class PaymentTimeout(ShopError):
     title = "Payment timed out"
 
 
-class CheckoutInterrupted(ShopError):
-    status = 503
+class CheckoutInterrupted(Conflict):
+    """A final answer (the order is rejected, nothing charged): 409, not a 5xx that would
+    invite the client to retry a key whose outcome will never change."""
+
     slug = "checkout-interrupted"
     title = "Checkout interrupted"
 
@@ -49,6 +51,7 @@ class IdempotencyKeyMissing(BadRequest):
 class IdempotencyKeyInFlight(Conflict):
     slug = "idempotency-key-in-flight"
     title = "Request in progress"
+    headers = {"Retry-After": "1"}
 
 
 class IdempotencyKeyReused(Unprocessable):

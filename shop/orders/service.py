@@ -14,21 +14,24 @@ that a crash interrupted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
 import logging
+import random
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, overload
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop.kernel.db import Database, utcnow
-from shop.kernel.errors import ShopError, problem_body
+from shop.kernel.errors import ServiceUnavailable, ShopError, problem_body
+from shop.kernel.http import UpstreamTimeout
 from shop.kernel.security import Principal
 from shop.orders import repository
 from shop.orders.exceptions import (
@@ -74,7 +77,14 @@ def _request_hash(data: OrderCreate, settings: OrdersSettings) -> str:
     return hmac.new(key, data.model_dump_json().encode(), hashlib.sha256).hexdigest()
 
 
-def _replay(order: Order, request_hash: str) -> StoredResponse:
+@overload
+def _replay(order: Order, request_hash: str) -> StoredResponse: ...
+@overload
+def _replay(order: Order, request_hash: str, *, in_flight_ok: bool) -> StoredResponse | None: ...
+def _replay(
+    order: Order, request_hash: str, *, in_flight_ok: bool = False
+) -> StoredResponse | None:
+    """The answer stored for the order's key; with none yet, 409 in flight (or None)."""
     # An empty fingerprint is an order from before fingerprints were keyed (its unkeyed
     # hash was erased): its replays are not compared.
     if order.request_hash and not hmac.compare_digest(order.request_hash, request_hash):
@@ -82,10 +92,43 @@ def _replay(order: Order, request_hash: str) -> StoredResponse:
             "This Idempotency-Key was already used with a different request body."
         )
     if order.response_status is None or order.response_body is None:
+        if in_flight_ok:
+            return None
         raise IdempotencyKeyInFlight(
             "A checkout with this Idempotency-Key is still in progress; retry shortly."
         )
     return StoredResponse(order.response_status, order.response_body)
+
+
+T = TypeVar("T")
+
+TRANSIENT: tuple[type[Exception], ...] = (ServiceUnavailable, UpstreamTimeout)
+"""What a port raises while its peer is briefly out (refused or dropped connection, 502/503,
+an open circuit, a timeout): worth another try of an idempotent call."""
+RETRY_FIRST_DELAY = 0.1
+RETRY_MAX_DELAY = 1.0
+
+
+async def _retrying(
+    call: Callable[[], Awaitable[T]],
+    deadline: datetime,
+    *,
+    between: Callable[[], Awaitable[None]] | None = None,
+) -> T:
+    """``call()``, retried with exponential backoff and full jitter on a transient failure
+    for as long as another try fits before ``deadline``; then the failure is raised."""
+    delay = RETRY_FIRST_DELAY
+    while True:
+        try:
+            return await call()
+        except TRANSIENT:
+            pause = random.uniform(delay / 2, delay)  # noqa: S311 (jitter, not a secret)
+            if utcnow() + timedelta(seconds=pause) >= deadline:
+                raise
+        await anyio.sleep(pause)
+        delay = min(delay * 2, RETRY_MAX_DELAY)
+        if between is not None:
+            await between()
 
 
 class LeaseLost(Exception):
@@ -98,17 +141,19 @@ class _Runner:
 
     Every step is recorded together with a renewal of the lease, and the order is finished
     only by the lease's holder: two runners (a request and recovery, perhaps in two
-    replicas) never finish one order two ways.
+    replicas) never finish one order two ways. ``deadline`` is when the checkout stops
+    waiting for a peer that cannot be reached and settles instead.
     """
 
     db: Database
     order_id: uuid.UUID
     term: timedelta
+    deadline: datetime
+    status: OrderStatus = OrderStatus.PENDING
+    """The order's status while this run may act on it (confirmed, for a cancellation)."""
     owner: str = field(default_factory=lambda: uuid.uuid4().hex)
 
-    async def hold(
-        self, step: SagaStep | None = None, *, status: OrderStatus = OrderStatus.PENDING
-    ) -> None:
+    async def hold(self, step: SagaStep | None = None) -> None:
         """Take or renew the lease (recording ``step``); :class:`LeaseLost` if someone holds it."""
         now = utcnow()
         async with self.db.writer() as session, session.begin():
@@ -116,13 +161,21 @@ class _Runner:
                 session,
                 self.order_id,
                 owner=self.owner,
-                status=status,
+                status=self.status,
                 until=now + self.term,
                 now=now,
                 step=step,
             )
         if not held:
             raise LeaseLost(self.order_id)
+
+    async def persist(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A step's call, retried while its peer is briefly out, until the deadline.
+
+        The lease is renewed between attempts, so nobody takes the order over meanwhile.
+        Only idempotent steps come here (by reservation id, payment key, refund key).
+        """
+        return await _retrying(call, self.deadline, between=self.hold)
 
     async def release(self) -> None:
         async with self.db.writer() as session, session.begin():
@@ -182,16 +235,24 @@ async def create_order(
 ) -> StoredResponse:
     """Check out the user's cart, once per idempotency key.
 
-    Takes the database rather than a session: the saga commits after every step.
+    Takes the database rather than a session: the saga commits after every step. A retry
+    of a checkout whose runner died (its lease ran out) goes on with it from its recorded
+    step: the same key and body carry the same card.
     """
     request_hash = _request_hash(data, settings)
-    answered = await _answer_of_key(db, user_id, idempotency_key, request_hash)
-    if answered is not None:
-        return answered
-
     term = timedelta(seconds=settings.recovery_grace_seconds)
+    window = timedelta(seconds=settings.checkout_deadline_seconds)
+    async with db.reader() as session:
+        existing = await repository.get_by_key(session, user_id, idempotency_key)
+    if existing is not None:
+        return await _resume(db, ports, settings, existing, request_hash, data.card_number)
+
+    deadline = utcnow() + window
     try:
-        order = await _new_order(ports, settings, user_id, idempotency_key, request_hash, data)
+        order = await _retrying(
+            lambda: _new_order(ports, settings, user_id, idempotency_key, request_hash, data),
+            deadline,
+        )
     except CartEmpty:
         # A duplicate of this request may have checked the cart out since the lookup above:
         # it stores its order before it empties the cart, so the key shows it now.
@@ -199,7 +260,7 @@ async def create_order(
         if answered is not None:
             return answered
         raise
-    runner = _Runner(db, order.id, term)
+    runner = _Runner(db, order.id, term, deadline)
     order.lease_owner, order.lease_expires_at = runner.owner, utcnow() + term
     async with db.writer() as session, session.begin():
         if not await repository.add(session, order):
@@ -209,19 +270,94 @@ async def create_order(
             raise CheckoutInProgress(
                 "Another checkout of yours is still in progress; retry once it has finished."
             )
+    return await _answer_within(settings, _drive(runner, ports, settings, order, data.card_number))
+
+
+_RUNNING: set[asyncio.Task[StoredResponse]] = set()
+"""Sagas that outlive the request that started them (strong references until they end)."""
+
+
+async def _answer_within(
+    settings: OrdersSettings, saga: Coroutine[Any, Any, StoredResponse]
+) -> StoredResponse:
+    """The saga's answer if it comes within ``answer_within_seconds``; else 409 in flight.
+
+    The saga runs on in its own task either way: neither a client that hangs up nor a
+    checkout riding out an outage past the answer time abandons it, and a retry of the key
+    gets its outcome once there is one. Every answer stays within the gateway's timeout.
+    """
+    task = asyncio.ensure_future(saga)
+    _RUNNING.add(task)
+    task.add_done_callback(_RUNNING.discard)
     try:
-        return await _run_saga(runner, ports, order, data.card_number)
+        async with asyncio.timeout(settings.answer_within_seconds):
+            return await asyncio.shield(task)
+    except TimeoutError:
+        raise IdempotencyKeyInFlight(
+            "The checkout is still running (a service it needs is slow to answer); ask again"
+            " with the same Idempotency-Key for its outcome."
+        ) from None
+
+
+async def _resume(
+    db: Database,
+    ports: CheckoutPorts,
+    settings: OrdersSettings,
+    order: Order,
+    request_hash: str,
+    card_number: str,
+) -> StoredResponse:
+    """The answer to a retried key: the stored one, or the saga carried on by this request
+    if nobody runs it any more (its runner died), or 409 in flight if somebody does."""
+    answer = _replay(order, request_hash, in_flight_ok=True)
+    if answer is not None:
+        return answer
+    runner = _Runner(
+        db,
+        order.id,
+        timedelta(seconds=settings.recovery_grace_seconds),
+        _deadline_of(order, settings),
+    )
+    try:
+        await runner.hold()
     except LeaseLost:
-        # Recovery took the checkout over (this run stalled past its lease): its answer is
-        # the answer, and a retry of the key gets it once it is there.
-        answered = await _answer_of_key(db, user_id, idempotency_key, request_hash)
-        assert answered is not None, "an unfinished key raises IdempotencyKeyInFlight"
-        return answered
+        return _replay(order, request_hash)  # someone runs it: in flight, or finished now
+    logger.warning("checkout %s: its runner died; the client's retry goes on with it", order.id)
+    if utcnow() >= runner.deadline and order.saga_step != SagaStep.CHARGED:
+        # Too late to go on: settle it as recovery would (captured goes through).
+        await _recover_quietly(ports, runner, settings)
+        return await _answer_of(db, order.id, request_hash)
+    return await _answer_within(settings, _drive(runner, ports, settings, order, card_number))
+
+
+async def _drive(
+    runner: _Runner, ports: CheckoutPorts, settings: OrdersSettings, order: Order, card: str
+) -> StoredResponse:
+    """Run the saga under ``runner``; whatever happens, answer what the order became."""
+    try:
+        return await _run_saga(runner, ports, order, card)
+    except LeaseLost:
+        pass  # recovery took it over (this run stalled past its lease): its answer stands
+    except TRANSIENT as exc:
+        # A peer stayed out past the checkout's deadline: settle the order now if the
+        # peers it needs for that answer; else it stays pending for recovery (or a retry).
+        logger.warning("checkout %s: %s past its deadline; settling it", order.id, exc)
+        await _recover_quietly(ports, runner, settings)
+        with contextlib.suppress(Exception):
+            await runner.release()
     except Exception:
         logger.exception("checkout %s failed unexpectedly; finishing it now", order.id)
-        # Under this run's own lease: if that fails too, recovery waits for the lease to end.
-        await _recover_quietly(ports, runner)
+        await _recover_quietly(ports, runner, settings)
         raise
+    return await _answer_of(runner.db, order.id, order.request_hash)
+
+
+async def _answer_of(db: Database, order_id: uuid.UUID, request_hash: str) -> StoredResponse:
+    """The order's stored answer; 409 in flight while it has none yet."""
+    async with db.reader() as session:
+        order = await repository.get_order(session, order_id)
+    assert order is not None
+    return _replay(order, request_hash)
 
 
 async def _answer_of_key(
@@ -231,6 +367,10 @@ async def _answer_of_key(
     async with db.reader() as session:
         existing = await repository.get_by_key(session, user_id, idempotency_key)
     return None if existing is None else _replay(existing, request_hash)
+
+
+def _deadline_of(order: Order, settings: OrdersSettings) -> datetime:
+    return order.created_at + timedelta(seconds=settings.checkout_deadline_seconds)
 
 
 async def _new_order(
@@ -285,80 +425,96 @@ async def _new_order(
 async def _run_saga(
     runner: _Runner, ports: CheckoutPorts, order: Order, card_number: str
 ) -> StoredResponse:
-    lines = [CartLine(product_id=line.product_id, quantity=line.quantity) for line in order.lines]
-    try:
-        await ports.stock.reserve(order.id, lines)
-    except OutOfStock as exc:
-        return await runner.finish(OrderStatus.REJECTED, error=exc)
-    await runner.hold(SagaStep.RESERVED)
+    """The checkout's steps from the order's recorded one, each retried through a short
+    outage of its peer (:meth:`_Runner.persist`)."""
+    step = SagaStep(order.saga_step)
+    if step is SagaStep.STARTED:
+        lines = [CartLine(line.product_id, line.quantity) for line in order.lines]
+        try:
+            await runner.persist(lambda: ports.stock.reserve(order.id, lines))
+        except OutOfStock as exc:
+            return await runner.finish(OrderStatus.REJECTED, error=exc)
+        await runner.hold(SagaStep.RESERVED)
+        step = SagaStep.RESERVED
 
-    key = payment_key(order.id)
-    charge: ChargeStatus | None = await ports.payments.charge(
-        key=key,
-        order_id=order.id,
-        user_id=order.user_id,
-        amount=order.total,
-        card_number=card_number,
-    )
-    if charge is ChargeStatus.PENDING:
-        charge = await _outcome_of_charge(runner, ports, key)
-    if charge is not ChargeStatus.CAPTURED:
-        await runner.hold()
-        await ports.stock.release(order.id)
-        return await runner.finish(OrderStatus.REJECTED, error=_charge_error(charge))
-    await runner.hold(SagaStep.CHARGED)
+    if step is SagaStep.RESERVED:
+        charge = await _charge(runner, ports, order, card_number)
+        if charge is not ChargeStatus.CAPTURED:
+            await runner.persist(lambda: ports.stock.release(order.id))
+            return await runner.finish(OrderStatus.REJECTED, error=_charge_error(charge))
+        await runner.hold(SagaStep.CHARGED)
 
-    await ports.stock.commit(order.id)
+    # Charged: from here the checkout only goes forward.
+    await runner.persist(lambda: ports.stock.commit(order.id))
     response = await runner.finish(OrderStatus.CONFIRMED)
-    await _empty_cart(ports, order)
+    await _empty_cart(ports, order, runner.deadline)
     return response
 
 
 CHARGE_POLL_SECONDS = 0.25
 
 
-async def _outcome_of_charge(
-    runner: _Runner, ports: CheckoutPorts, key: str
+async def _charge(
+    runner: _Runner, ports: CheckoutPorts, order: Order, card_number: str
 ) -> ChargeStatus | None:
-    """Wait, holding the lease, for an earlier attempt's charge to reach an outcome.
+    """The charge's outcome: asked for by charging again under the same key, never guessed.
 
-    Payments settles a claim that outlived its expiry when it is asked, so this ends.
+    Payments answers a repeated key with its recorded outcome, says ``pending`` while an
+    earlier attempt is with the card processor, and lets a repeat take over the claim of an
+    attempt that died (the processor, asked again under the same key, charges once).
     """
+    key = payment_key(order.id)
     while True:
-        await anyio.sleep(CHARGE_POLL_SECONDS)
-        await runner.hold()
-        charge = await ports.payments.status(key)
+        charge = await runner.persist(
+            lambda: ports.payments.charge(
+                key=key,
+                order_id=order.id,
+                user_id=order.user_id,
+                amount=order.total,
+                card_number=card_number,
+            )
+        )
         if charge is not ChargeStatus.PENDING:
             return charge
+        await anyio.sleep(CHARGE_POLL_SECONDS)
+        await runner.hold()
 
 
-async def _empty_cart(ports: CheckoutPorts, order: Order) -> None:
+async def _empty_cart(ports: CheckoutPorts, order: Order, deadline: datetime) -> None:
+    product_ids = [line.product_id for line in order.lines]
     try:
-        await ports.cart.remove(order.user_id, [line.product_id for line in order.lines])
+        await _retrying(lambda: ports.cart.remove(order.user_id, product_ids), deadline)
     except Exception:
         # The order stands; a cart left full is a nuisance, not a loss.
         logger.exception("order %s confirmed but its cart could not be emptied", order.id)
 
 
-async def resume_pending_orders(db: Database, *, ports: CheckoutPorts, term: timedelta) -> int:
+RECOVERY_STEP_SECONDS = 2.0
+"""How long recovery waits for a peer on one step before it leaves the order for next time."""
+
+
+async def resume_pending_orders(
+    db: Database, *, ports: CheckoutPorts, settings: OrdersSettings
+) -> int:
     """Finish checkouts and cancellations nobody runs any more (a crash mid-saga).
 
     An order is taken over only once its lease ran out with no step recorded; how many were.
     """
     async with db.reader() as session:
         unattended = await repository.list_unattended(session, now=utcnow())
+    term = timedelta(seconds=settings.recovery_grace_seconds)
     done = 0
     for order_id in unattended:
-        done += await _recover(ports, _Runner(db, order_id, term))
+        runner = _Runner(db, order_id, term, utcnow() + timedelta(seconds=RECOVERY_STEP_SECONDS))
+        done += await _recover(ports, runner, settings, patient=True)
     return done
 
 
 async def recovery_loop(db: Database, *, ports: CheckoutPorts, settings: OrdersSettings) -> None:
     """Finish checkouts a crash left pending, now and then, for as long as the app runs."""
-    term = timedelta(seconds=settings.recovery_grace_seconds)
     while True:
         try:
-            count = await resume_pending_orders(db, ports=ports, term=term)
+            count = await resume_pending_orders(db, ports=ports, settings=settings)
             if count:
                 logger.warning("finished %d interrupted checkout(s)", count)
         except Exception:
@@ -366,19 +522,27 @@ async def recovery_loop(db: Database, *, ports: CheckoutPorts, settings: OrdersS
         await anyio.sleep(settings.recovery_interval_seconds)
 
 
-async def _recover(ports: CheckoutPorts, runner: _Runner) -> bool:
-    """Go on with an order's saga from its recorded step; True if it was finished now."""
+async def _recover(
+    ports: CheckoutPorts, runner: _Runner, settings: OrdersSettings, *, patient: bool = False
+) -> bool:
+    """Go on with an order's saga from its recorded step, without the card (so a charge is
+    never made here); True if it was finished now.
+
+    ``patient``: a checkout that never reached payments is left alone until its deadline,
+    so that the client's retry, which carries the card, can go on with it.
+    """
     order_id = runner.order_id
     async with runner.db.reader() as session:
         order = await repository.get_order(session, order_id)
     if order is None:
         return False
     if order.status == OrderStatus.CONFIRMED.value and order.saga_step == SagaStep.CANCELLING:
+        cancelling = replace(runner, status=OrderStatus.CONFIRMED)
         try:
-            await runner.hold(status=OrderStatus.CONFIRMED)
+            await cancelling.hold()
         except LeaseLost:
             return False
-        await _cancel(runner, ports, order)
+        await _cancel(cancelling, ports, order)
         logger.warning("recovered cancellation of order %s", order_id)
         return True
     try:
@@ -390,22 +554,31 @@ async def _recover(ports: CheckoutPorts, runner: _Runner) -> bool:
     charge = (
         ChargeStatus.CAPTURED
         if order.saga_step == SagaStep.CHARGED
-        else await ports.payments.status(key)
+        else await runner.persist(lambda: ports.payments.status(key))
     )
-    if charge is ChargeStatus.PENDING:
-        await runner.release()  # still with the card processor: next time
+    if (
+        charge in (ChargeStatus.PENDING, None)
+        and patient
+        and utcnow() < _deadline_of(order, settings)
+    ):
+        await runner.release()  # the client's retry, which has the card, may go on with it
         return False
     if charge is ChargeStatus.CAPTURED:
-        await ports.stock.commit(order_id)
+        await runner.persist(lambda: ports.stock.commit(order_id))
         await runner.finish(OrderStatus.CONFIRMED)
-        await _empty_cart(ports, order)
+        await _empty_cart(ports, order, runner.deadline)
         logger.warning("recovered checkout %s: confirmed", order_id)
         return True
-    if charge is None:
-        # Never charged, as far as payments knows: void the key so that a charge call
-        # still in flight somewhere cannot land after this decision.
-        await ports.payments.refund(key=key, order_id=order_id, user_id=order.user_id)
-    await ports.stock.release(order_id)
+    if charge in (ChargeStatus.PENDING, None):
+        # Not charged (yet), as far as payments knows: void the key, so that a charge still
+        # with the processor, or one still on its way, cannot land after this decision.
+        await runner.persist(
+            lambda: ports.payments.refund(key=key, order_id=order_id, user_id=order.user_id)
+        )
+        charge = await runner.persist(lambda: ports.payments.status(key))
+        if charge is ChargeStatus.REFUNDED:
+            charge = None  # it had landed: refunded now, so the order is rejected all the same
+    await runner.persist(lambda: ports.stock.release(order_id))
     await runner.finish(OrderStatus.REJECTED, error=_charge_error(charge))
     logger.warning("recovered checkout %s: rejected (payment %s)", order_id, charge)
     return True
@@ -422,9 +595,9 @@ def _charge_error(charge: ChargeStatus | None) -> ShopError:
     )
 
 
-async def _recover_quietly(ports: CheckoutPorts, runner: _Runner) -> None:
+async def _recover_quietly(ports: CheckoutPorts, runner: _Runner, settings: OrdersSettings) -> None:
     try:
-        await _recover(ports, runner)
+        await _recover(ports, runner, settings)
     except Exception:
         logger.exception("checkout %s stays pending until recovery takes it", runner.order_id)
 
@@ -469,10 +642,16 @@ async def cancel_order(
             f"An order can be cancelled within {_duration(window)} of its confirmation;"
             " this one was confirmed earlier."
         )
-    runner = _Runner(db, order.id, timedelta(seconds=settings.recovery_grace_seconds))
+    runner = _Runner(
+        db,
+        order.id,
+        timedelta(seconds=settings.recovery_grace_seconds),
+        utcnow() + timedelta(seconds=settings.checkout_deadline_seconds),
+        status=OrderStatus.CONFIRMED,
+    )
     # LeaseLost: cancelled meanwhile, or another cancel runs; every step below is idempotent.
     with contextlib.suppress(LeaseLost):
-        await runner.hold(SagaStep.CANCELLING, status=OrderStatus.CONFIRMED)
+        await runner.hold(SagaStep.CANCELLING)
     await _cancel(runner, ports, order)
     async with db.reader() as session:
         return await get_order(session, principal=principal, order_id=order_id)
@@ -489,7 +668,10 @@ def _duration(span: timedelta) -> str:
 
 async def _cancel(runner: _Runner, ports: CheckoutPorts, order: Order) -> None:
     """The cancellation's steps, each idempotent, then the status."""
-    await ports.payments.refund(key=payment_key(order.id), order_id=order.id, user_id=order.user_id)
-    await ports.stock.restock(order.id)
+    key = payment_key(order.id)
+    await runner.persist(
+        lambda: ports.payments.refund(key=key, order_id=order.id, user_id=order.user_id)
+    )
+    await runner.persist(lambda: ports.stock.restock(order.id))
     async with runner.db.writer() as session, session.begin():
         await repository.finish_cancellation(session, order.id)

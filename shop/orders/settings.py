@@ -15,10 +15,25 @@ class OrdersSettings(ShopSettings, env_prefix="ORDERS_"):
         30.0, gt=0, description="How often interrupted checkouts are looked for"
     )
     recovery_grace_seconds: float = Field(
-        120.0,
+        15.0,
         ge=1,
         description="The lease of whoever runs a checkout or a cancellation: one that records"
-        " no step for this long is taken as interrupted, and recovery finishes it",
+        " no step for this long is taken as interrupted, and recovery (or the client's retry)"
+        " goes on with it. Longer than the slowest single call (a charge: the processor's"
+        " delay plus 2 s)",
+    )
+    checkout_deadline_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long a checkout rides out a service it needs being unreachable"
+        " (retrying, the order pending) before it settles: rejected if nothing was charged",
+    )
+    answer_within_seconds: float = Field(
+        8.0,
+        gt=0,
+        description="A checkout that has no outcome yet after this long answers 409"
+        " idempotency-key-in-flight and runs on; a retry of its key gets the outcome. Below"
+        " the gateway's read timeout (10 s)",
     )
     max_units_per_product: int = Field(
         20,

@@ -42,6 +42,9 @@ class Payment(Base):
     card_last4: Mapped[str] = mapped_column(String(4))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     refunded_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # While pending: until when the request that claimed the key holds it. A claim that
+    # runs out unsettled belongs to a request that died; the next one with the key takes over.
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
     @property
     def money(self) -> Money:

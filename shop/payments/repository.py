@@ -31,6 +31,23 @@ async def add(session: AsyncSession, payment: Payment) -> bool:
     return True
 
 
+async def take_over_claim(
+    session: AsyncSession, idempotency_key: str, *, now: datetime, until: datetime
+) -> bool:
+    """Hold a pending claim whose holder ran out of time (it died mid-call) until ``until``."""
+    result = await session.execute(
+        update(Payment)
+        .where(
+            Payment.idempotency_key == idempotency_key,
+            Payment.status == PaymentStatus.PENDING.value,
+            Payment.claim_expires_at < now,
+        )
+        .values(claim_expires_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def settle(session: AsyncSession, idempotency_key: str, status: PaymentStatus) -> bool:
     """Record the outcome of the key's pending claim; False if it was settled already."""
     result = await session.execute(
@@ -39,7 +56,7 @@ async def settle(session: AsyncSession, idempotency_key: str, status: PaymentSta
             Payment.idempotency_key == idempotency_key,
             Payment.status == PaymentStatus.PENDING.value,
         )
-        .values(status=status.value)
+        .values(status=status.value, claim_expires_at=None)
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]

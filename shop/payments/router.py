@@ -62,11 +62,9 @@ async def internal_charge(key: ChargeKey, body: ChargeRequest, db: Db, payments:
 
 
 @internal_router.get("/charges/{key}", response_model=ChargeRead, responses=problems(404))
-async def internal_charge_status(key: ChargeKey, db: Db, payments: Payments) -> Any:
+async def internal_charge_status(key: ChargeKey, session: Session) -> Any:
     """The outcome recorded for a key (``pending`` while in flight); 404 if none reached us."""
-    payment = await service.get_charge(
-        db, processor=payments.processor, key=key, claim_expiry=payments.claim_expiry
-    )
+    payment = await service.get_charge(session, key=key)
     if payment is None:
         raise PaymentNotFound(f"No charge was recorded for key {key!r}.")
     return ChargeRead(key=key, status=PaymentStatus(payment.status))

@@ -23,87 +23,65 @@ async def create_payment(
 ) -> Payment:
     """Charge the card once per idempotency key and record the outcome.
 
-    The key is claimed first (a ``pending`` row, committed on its own) and only then is the
-    processor called, with the key as its idempotency key: a concurrent request with the key
-    gets :class:`PaymentInFlight` and never reaches the processor. The processor may take
-    seconds, so no transaction is held across the call. A replayed key returns the recorded
-    payment; a claim older than ``claim_expiry`` (its request died with its process) is
-    settled by reversing the key at the processor, never by guessing.
+    The key is claimed first (a ``pending`` row, committed on its own, held until
+    ``claim_expiry`` from now) and only then is the processor called, with the key as its
+    idempotency key: a concurrent request with the key gets :class:`PaymentInFlight` and
+    never reaches the processor. The processor may take seconds, so no transaction is held
+    across the call. A replayed key returns the recorded payment. A claim whose holder died
+    (payments restarted mid-call: the claim ran out unsettled) is taken over by the next
+    request with the key, which asks the processor again under the same idempotency key, so
+    the processor answers the first outcome instead of charging twice.
     """
+    key = data.idempotency_key
+    now = utcnow()
     claim = Payment(
         id=uuid.uuid4(),
-        idempotency_key=data.idempotency_key,
+        idempotency_key=key,
         order_id=data.order_id,
         user_id=data.user_id,
         amount=data.amount.amount,
         currency=data.amount.currency,
         status=PaymentStatus.PENDING.value,
         card_last4=data.card_number[-4:],
+        claim_expires_at=now + claim_expiry,
     )
     async with db.writer() as session, session.begin():
-        claimed = await repository.add(session, claim)
-    if not claimed:
-        return await _replay(db, processor, data.idempotency_key, claim_expiry)
+        claimed = await repository.add(session, claim) or await repository.take_over_claim(
+            session, key, now=now, until=now + claim_expiry
+        )
+        if not claimed:
+            existing = await repository.get_by_key(session, key)
+            assert existing is not None, "a claimed key is never deleted"
+            if existing.status == PaymentStatus.PENDING.value:
+                raise PaymentInFlight(
+                    f"A charge with key {key!r} is in progress; ask for its outcome shortly."
+                )
+            return existing
     try:
         outcome = await processor.authorize(
-            key=data.idempotency_key, card_number=data.card_number, amount=data.amount.amount
+            key=key, card_number=data.card_number, amount=data.amount.amount
         )
         status = (
             PaymentStatus.CAPTURED if outcome is Authorization.APPROVED else PaymentStatus.DECLINED
         )
     except ProcessorTimeout:
         # The processor may still authorize after its deadline: cancel whatever it does.
-        await processor.reverse(key=data.idempotency_key)
+        await processor.reverse(key=key)
         status = PaymentStatus.TIMED_OUT
     async with db.writer() as session, session.begin():
-        settled = await repository.settle(session, data.idempotency_key, status)
-        recorded = await repository.get_by_key(session, data.idempotency_key)
+        settled = await repository.settle(session, key, status)
+        recorded = await repository.get_by_key(session, key)
     assert recorded is not None
     if not settled and status is PaymentStatus.CAPTURED:
         # A void met the claim while the processor was authorizing: the void stands, so the
         # authorization is reversed (again: the void already asked for it).
-        await processor.reverse(key=data.idempotency_key)
+        await processor.reverse(key=key)
     return recorded
 
 
-async def _replay(
-    db: Database, processor: FakeCardProcessor, key: str, claim_expiry: timedelta
-) -> Payment:
-    async with db.reader() as session:
-        existing = await repository.get_by_key(session, key)
-    assert existing is not None, "a claimed key is never deleted"
-    if existing.status != PaymentStatus.PENDING.value:
-        return existing
-    if existing.created_at > utcnow() - claim_expiry:
-        raise PaymentInFlight(
-            f"A charge with key {key!r} is in progress; ask for its outcome shortly."
-        )
-    return await settle_stale_claim(db, processor=processor, key=key)
-
-
-async def settle_stale_claim(db: Database, *, processor: FakeCardProcessor, key: str) -> Payment:
-    """Close a claim whose charge died in flight: reverse the key, record it timed out."""
-    await processor.reverse(key=key)
-    async with db.writer() as session, session.begin():
-        await repository.settle(session, key, PaymentStatus.TIMED_OUT)
-        recorded = await repository.get_by_key(session, key)
-    assert recorded is not None
-    return recorded
-
-
-async def get_charge(
-    db: Database, *, processor: FakeCardProcessor, key: str, claim_expiry: timedelta
-) -> Payment | None:
-    """The payment recorded for ``key`` (a stale claim settled first), or None."""
-    async with db.reader() as session:
-        payment = await repository.get_by_key(session, key)
-    if (
-        payment is not None
-        and payment.status == PaymentStatus.PENDING.value
-        and payment.created_at <= utcnow() - claim_expiry
-    ):
-        return await settle_stale_claim(db, processor=processor, key=key)
-    return payment
+async def get_charge(session: AsyncSession, *, key: str) -> Payment | None:
+    """The payment recorded for ``key`` (``pending`` while a charge is with the processor)."""
+    return await repository.get_by_key(session, key)
 
 
 async def refund_payment(

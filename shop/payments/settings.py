@@ -14,10 +14,11 @@ class PaymentsSettings(ShopSettings, env_prefix="PAYMENTS_"):
         2.0, ge=0, le=60, description="How long a card ending 0119 waits before timing out"
     )
     claim_expiry_seconds: float = Field(
-        30.0,
+        5.0,
         gt=0,
-        description="A charge still pending after this long died in flight: it is settled"
-        " (reversed at the processor, recorded timed out) when its key is asked for",
+        description="How long a charge holds its key's claim while the processor is asked; a"
+        " claim still unsettled after that died with its request, and the next charge with the"
+        " key takes it over (asking the processor again under the same idempotency key)",
     )
 
     @model_validator(mode="after")

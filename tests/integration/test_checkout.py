@@ -43,6 +43,8 @@ DECLINED_CARD = "4000000000000002"
 TIMEOUT_CARD = "4000000000000119"
 SETTINGS = OrdersSettings(recovery_grace_seconds=3600, fingerprint_key=SecretStr("k" * 32))
 TERM = timedelta(seconds=SETTINGS.recovery_grace_seconds)
+LATER = SETTINGS.model_copy(update={"checkout_deadline_seconds": 0.001})
+"""The settings as recovery sees them once every checkout's deadline has passed."""
 PAYMENTS = PaymentsSettings(processor_delay_seconds=0.05)
 ADMIN = Principal(user_id=uuid.uuid4(), role=Role.ADMIN)
 
@@ -141,9 +143,9 @@ class Shop:
             )
 
     async def resume(self) -> int:
-        """Recovery, as it runs once every lease has run out."""
+        """Recovery, as it runs once every lease and deadline has run out (time passing)."""
         await self.expire_leases()
-        return await orders.resume_pending_orders(self.db, ports=self.ports, term=TERM)
+        return await orders.resume_pending_orders(self.db, ports=self.ports, settings=LATER)
 
     async def payments_of(self, order_id: uuid.UUID) -> list[Payment]:
         async with self.db.reader() as session:
@@ -441,7 +443,10 @@ async def test_recovery_in_another_replica_leaves_a_live_checkout_alone(
         tasks.start_soon(checkout)
         for _ in range(6):
             await anyio.sleep(0.1)
-            assert await orders.resume_pending_orders(other.db, ports=other.ports, term=TERM) == 0
+            assert (
+                await orders.resume_pending_orders(other.db, ports=other.ports, settings=SETTINGS)
+                == 0
+            )
 
     assert answers[0].status_code == 201
     order = await shop.order(user)
@@ -480,9 +485,7 @@ async def test_a_checkout_that_stalls_past_its_lease_is_finished_one_way(
         # Recovery looks every 0.1 s, as its loop would, until the lease has run out.
         for _ in range(100):
             await anyio.sleep(0.1)
-            if await orders.resume_pending_orders(
-                other.db, ports=other.ports, term=timedelta(seconds=1)
-            ):
+            if await orders.resume_pending_orders(other.db, ports=other.ports, settings=short):
                 break
         else:
             pytest.fail("recovery never took the stalled checkout over")
@@ -535,12 +538,15 @@ async def test_two_replicas_finishing_one_order_agree(
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(
-                finish, "a", orders._Runner(shop.db, pending.id, TERM), OrderStatus.CONFIRMED
+                finish,
+                "a",
+                orders._Runner(shop.db, pending.id, TERM, utcnow()),
+                OrderStatus.CONFIRMED,
             )
             tasks.start_soon(
                 finish,
                 "b",
-                orders._Runner(other.db, pending.id, TERM),
+                orders._Runner(other.db, pending.id, TERM, utcnow()),
                 OrderStatus.REJECTED,
                 CheckoutInterrupted("decided otherwise"),
             )

@@ -271,6 +271,7 @@ def live_monolith(
         "IDENTITY_BOOTSTRAP_ADMIN_EMAIL": support.ADMIN_EMAIL,
         "IDENTITY_BOOTSTRAP_ADMIN_PASSWORD": support.ADMIN_PASSWORD,
         "PAYMENTS_PROCESSOR_DELAY_SECONDS": str(support.PAYMENT_DELAY_SECONDS),
+        "ORDERS_FINGERPRINT_KEY": support.FINGERPRINT_KEY,
     }
     env.pop("IDENTITY_SIGNING_KEY_PEM", None)
     log_file = tmp / "server.log"
@@ -313,6 +314,7 @@ def launcher_env(key_file: Path, **extra: str) -> dict[str, str]:
         "IDENTITY_BOOTSTRAP_ADMIN_EMAIL": support.ADMIN_EMAIL,
         "IDENTITY_BOOTSTRAP_ADMIN_PASSWORD": support.ADMIN_PASSWORD,
         "PAYMENTS_PROCESSOR_DELAY_SECONDS": str(support.PAYMENT_DELAY_SECONDS),
+        "ORDERS_FINGERPRINT_KEY": support.FINGERPRINT_KEY,
         "GATEWAY_ISSUER": support.ISSUER,
         "GATEWAY_AUDIENCE": support.AUDIENCE,
         "GATEWAY_CONNECT_TIMEOUT_SECONDS": str(GATEWAY_CONNECT_TIMEOUT_SECONDS),

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
 from shop.kernel.db import Database, utcnow
+from shop.kernel.http import UpstreamUnavailable
 from shop.kernel.security import Principal, Role
 from shop.kernel.types import Money
 from shop.orders import repository, service
@@ -49,12 +50,18 @@ TIMEOUT_CARD = "4000000000000119"
 
 SETTINGS = OrdersSettings(recovery_grace_seconds=3600, fingerprint_key=SecretStr("k" * 32))
 TERM = timedelta(seconds=SETTINGS.recovery_grace_seconds)
+LATER = SETTINGS.model_copy(update={"checkout_deadline_seconds": 0.001})
+"""The settings as recovery sees them once every checkout's deadline has passed."""
 
 SAGA_STEPS = {"stock.reserve", "payments.charge", "stock.commit", "stock.release", "cart.remove"}
 
 
 class Crash(RuntimeError):
     """What a fake raises where the test asked it to fail."""
+
+
+class ProcessDied(BaseException):
+    """The process running the saga died: no code of it runs any more (not an Exception)."""
 
 
 # --------------------------------------------------------------------------- fakes
@@ -68,9 +75,15 @@ class CallLog:
     fail_before: set[str] = field(default_factory=set)
     fail_after: set[str] = field(default_factory=set)
     fail_once: set[str] = field(default_factory=set)
+    die_after: set[str] = field(default_factory=set)
+    out: dict[str, int] = field(default_factory=dict)
+    """Peers briefly out: a call of the name fails as unreachable this many more times."""
 
     def enter(self, name: str, arg: Any = None) -> None:
         self.calls.append((name, arg))
+        if self.out.get(name, 0) > 0:
+            self.out[name] -= 1
+            raise UpstreamUnavailable(f"{name}: the service cannot be reached")
         if name in self.fail_once:
             self.fail_once.discard(name)
             raise Crash(f"{name} crashed (once)")
@@ -78,6 +91,8 @@ class CallLog:
             raise Crash(f"{name} crashed")
 
     def leave(self, name: str) -> None:
+        if name in self.die_after:
+            raise ProcessDied(f"the process died after {name}")
         if name in self.fail_after:
             raise Crash(f"{name} crashed after doing its work")
 
@@ -290,9 +305,9 @@ class World:
         return order
 
     async def resume(self) -> int:
-        """Recovery, as it runs once every lease has run out (time passing, for a test)."""
+        """Recovery, as it runs once every lease and deadline has run out (time passing)."""
         await expire_leases(self.db)
-        return await service.resume_pending_orders(self.db, ports=self.ports, term=TERM)
+        return await service.resume_pending_orders(self.db, ports=self.ports, settings=LATER)
 
 
 async def expire_leases(db: Database) -> None:
@@ -546,7 +561,7 @@ async def test_crash_before_payments_recorded_anything_is_rejected_and_released(
     order = await world.order_by_key(user.user_id)
     assert order.status == OrderStatus.REJECTED.value
     assert order.failure_reason == "checkout-interrupted"
-    assert order.response_status == 503
+    assert order.response_status == 409
     assert world.stock.reservations[order.id].status == "released"
     assert (world.stock.on_hand[1], world.stock.reserved[1]) == (10, 0)
     assert [c.status for c in world.payments.charges.values()] == [ChargeStatus.VOIDED]
@@ -584,7 +599,7 @@ async def test_a_crash_while_reserving_is_rejected_at_once(world: World) -> None
     assert order.failure_reason == "checkout-interrupted"
     assert [c.status for c in world.payments.charges.values()] == [ChargeStatus.VOIDED]
     replay = await world.checkout(user.user_id)
-    assert replay.status_code == 503
+    assert replay.status_code == 409
     assert replay.body["type"] == "/problems/checkout-interrupted"
 
 
@@ -597,7 +612,7 @@ async def test_recovery_leaves_recent_pending_orders_alone(world: World) -> None
     world.log.fail_before.clear()
     calls = len(world.log.calls)
 
-    resumed = await service.resume_pending_orders(world.db, ports=world.ports, term=TERM)
+    resumed = await service.resume_pending_orders(world.db, ports=world.ports, settings=SETTINGS)
 
     assert resumed == 0
     assert len(world.log.calls) == calls
@@ -1047,3 +1062,149 @@ async def test_an_order_can_be_cancelled_within_its_window_only(world: World) ->
         world.db, ports=world.ports, settings=wider, principal=user, order_id=order_id
     )
     assert cancelled.status == OrderStatus.CANCELLED.value
+
+
+# --------------------------------------------------------------------------- short outages
+
+
+QUICK = SETTINGS.model_copy(update={"checkout_deadline_seconds": 1.0, "answer_within_seconds": 5.0})
+
+
+async def checkout_with(
+    world: World, user_id: uuid.UUID, settings: OrdersSettings, key: str = "key-1"
+) -> StoredResponse:
+    return await service.create_order(
+        world.db,
+        ports=world.ports,
+        settings=settings,
+        user_id=user_id,
+        idempotency_key=key,
+        data=order_create(),
+    )
+
+
+@pytest.mark.parametrize(
+    "step", ["cart.lines", "stock.reserve", "payments.charge", "stock.commit", "cart.remove"]
+)
+async def test_a_step_whose_service_is_briefly_out_is_retried(world: World, step: str) -> None:
+    user = customer()
+    fill_cart(world, user.user_id)
+    world.log.out[step] = 3
+
+    result = await checkout_with(world, user.user_id, QUICK)
+
+    assert result.status_code == 201, result.body
+    assert world.log.count(step) == 4
+    assert world.log.count("payments.charge") == (4 if step == "payments.charge" else 1)
+    assert len(world.payments.captured()) == 1
+    assert (world.stock.on_hand[1], world.stock.reserved[1]) == (8, 0)
+    assert world.cart.of(user.user_id) == {}
+
+
+async def test_a_service_out_past_the_deadline_rejects_with_a_final_answer(
+    world: World,
+) -> None:
+    user = customer()
+    fill_cart(world, user.user_id)
+    world.log.out["stock.reserve"] = 10_000
+
+    result = await checkout_with(world, user.user_id, QUICK)
+
+    assert result.status_code == 409
+    assert result.body["type"] == "/problems/checkout-interrupted"
+    order = await world.order_by_key(user.user_id)
+    assert order.status == OrderStatus.REJECTED.value
+    assert world.payments.captured() == []
+    assert [c.status for c in world.payments.charges.values()] == [ChargeStatus.VOIDED]
+    assert await checkout_with(world, user.user_id, QUICK) == result
+
+
+async def test_charged_checkouts_only_go_forward_even_past_the_deadline(world: World) -> None:
+    """Inventory is out after the capture, past the deadline: the order stays pending (the
+    key answers in flight) and is confirmed once inventory is back, never refunded."""
+    user = customer()
+    fill_cart(world, user.user_id)
+    world.log.out["stock.commit"] = 10_000
+
+    with pytest.raises(IdempotencyKeyInFlight):
+        await checkout_with(world, user.user_id, QUICK)
+    order = await world.order_by_key(user.user_id)
+    assert (order.status, order.saga_step) == ("pending", "charged")
+    assert order.lease_owner is None, "the request let go of it"
+
+    world.log.out.clear()
+    replay = await checkout_with(world, user.user_id, QUICK)
+
+    assert replay.status_code == 201
+    assert world.log.count("payments.charge") == 1
+    assert len(world.payments.captured()) == 1
+    assert (world.stock.on_hand[1], world.stock.reserved[1]) == (8, 0)
+
+
+async def test_a_retry_while_the_checkout_runs_is_told_to_come_back(world: World) -> None:
+    user = customer()
+    fill_cart(world, user.user_id)
+    world.payments.gate = anyio.Event()
+    answers: list[StoredResponse] = []
+
+    async def first() -> None:
+        answers.append(await checkout_with(world, user.user_id, QUICK))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(first)
+        await world.payments.entered.wait()
+        with pytest.raises(IdempotencyKeyInFlight) as raised:
+            await checkout_with(world, user.user_id, QUICK)
+        assert raised.value.headers["Retry-After"] == "1"
+        world.payments.gate.set()
+
+    assert answers[0].status_code == 201
+    assert await checkout_with(world, user.user_id, QUICK) == answers[0]
+
+
+async def test_a_checkout_without_an_outcome_in_time_answers_in_flight_and_runs_on(
+    world: World,
+) -> None:
+    user = customer()
+    fill_cart(world, user.user_id)
+    world.payments.gate = anyio.Event()
+    hurried = QUICK.model_copy(update={"answer_within_seconds": 0.2})
+
+    with pytest.raises(IdempotencyKeyInFlight):
+        await checkout_with(world, user.user_id, hurried)
+    world.payments.gate.set()
+
+    for _ in range(250):  # the saga runs on in its own task: look until it is done
+        if (await world.order_by_key(user.user_id)).status != OrderStatus.PENDING.value:
+            break
+        await anyio.sleep(0.02)
+    replay = await checkout_with(world, user.user_id, hurried)
+    assert replay.status_code == 201
+    assert world.log.count("payments.charge") == 1
+
+
+@pytest.mark.parametrize("died_after", ["stock.reserve", "payments.charge"])
+async def test_the_clients_retry_goes_on_with_a_checkout_whose_runner_died(
+    world: World, died_after: str
+) -> None:
+    """Orders died mid-checkout (its lease runs out); the retry, with the same key and body
+    and so the same card, goes on from the recorded step instead of abandoning it."""
+    user = customer()
+    fill_cart(world, user.user_id)
+    world.log.die_after.add(died_after)
+    patient = SETTINGS.model_copy(update={"checkout_deadline_seconds": 60})
+    with pytest.raises(ProcessDied):
+        await checkout_with(world, user.user_id, patient)
+    world.log.die_after.clear()
+    await expire_leases(world.db)
+    # Recovery, meanwhile, leaves a checkout that may still be charged to the client's retry;
+    # one whose charge was captured it confirms itself (whichever comes first).
+    resumed = await service.resume_pending_orders(world.db, ports=world.ports, settings=patient)
+    assert resumed == (1 if died_after == "payments.charge" else 0)
+
+    result = await checkout_with(world, user.user_id, patient)
+
+    assert result.status_code == 201, result.body
+    assert len(world.payments.captured()) == 1
+    assert world.log.count("payments.charge") == 1
+    assert (world.stock.on_hand[1], world.stock.reserved[1]) == (8, 0)

@@ -303,64 +303,76 @@ async def test_a_timed_out_charge_is_reversed_at_the_processor(
     assert "slow" in processor.reversed
 
 
-async def test_a_claim_that_died_in_flight_is_settled_when_asked(
-    db: Database, processor: CountingProcessor
-) -> None:
-    """A process died while the processor was asked: after the claim's expiry the key is
-    reversed at the processor and recorded timed out, never left pending for good."""
-    data = charge(key="orphan")
+async def add_claim(db: Database, data: ChargeCreate, *, expires_in: timedelta) -> None:
+    """A pending claim as a charge that is (or was) with the processor leaves it."""
     async with db.writer() as session, session.begin():
         await repository.add(
             session,
             Payment(
                 id=uuid.uuid4(),
-                idempotency_key="orphan",
+                idempotency_key=data.idempotency_key,
                 order_id=data.order_id,
                 user_id=data.user_id,
-                amount=1_999,
+                amount=data.amount.amount,
                 currency="EUR",
                 status=PaymentStatus.PENDING.value,
-                card_last4="4242",
-                created_at=utcnow() - CLAIM_EXPIRY - timedelta(seconds=1),
+                card_last4=data.card_number[-4:],
+                claim_expires_at=utcnow() + expires_in,
             ),
         )
 
-    found = await service.get_charge(
-        db, processor=processor, key="orphan", claim_expiry=CLAIM_EXPIRY
-    )
+
+async def test_a_claim_whose_charge_died_is_taken_over_by_the_next_charge(
+    db: Database, processor: CountingProcessor
+) -> None:
+    """Payments restarted while the processor was asked: the claim ran out unsettled. The
+    retried charge (it has the card) asks the processor again under the same key."""
+    data = charge(key="orphan")
+    await add_claim(db, data, expires_in=-timedelta(seconds=1))
+    async with db.reader() as session:
+        found = await service.get_charge(session, key="orphan")
+    assert found is not None
+    assert found.status == PaymentStatus.PENDING.value
+
     replay = await create(db, processor, data)
 
-    assert found is not None
-    assert found.status == PaymentStatus.TIMED_OUT.value
-    assert replay.status == PaymentStatus.TIMED_OUT.value
-    assert "orphan" in processor.reversed
+    assert replay.status == PaymentStatus.CAPTURED.value
+    assert processor.calls == [(data.card_number, data.amount.amount)]
+    assert processor.authorized["orphan"] == 1
+    assert replay.claim_expires_at is None
+    assert (await create(db, processor, data)).id == replay.id
+    assert len(processor.calls) == 1
+
+
+async def test_a_live_claim_is_in_flight(db: Database, processor: CountingProcessor) -> None:
+    data = charge(key="young")
+    await add_claim(db, data, expires_in=CLAIM_EXPIRY)
+
+    with pytest.raises(PaymentInFlight):
+        await create(db, processor, data)
+
     assert processor.calls == []
 
 
-async def test_a_young_claim_is_left_pending(db: Database, processor: CountingProcessor) -> None:
-    data = charge(key="young")
-    async with db.writer() as session, session.begin():
-        await repository.add(
-            session,
-            Payment(
-                id=uuid.uuid4(),
-                idempotency_key="young",
-                order_id=data.order_id,
-                user_id=data.user_id,
-                amount=1_999,
-                currency="EUR",
-                status=PaymentStatus.PENDING.value,
-                card_last4="4242",
-            ),
-        )
+async def test_a_void_of_a_dead_claim_reverses_the_key(
+    db: Database, processor: CountingProcessor
+) -> None:
+    """Recovery (it has no card) settles a charge that died in flight by voiding its key."""
+    data = charge(key="abandoned")
+    await add_claim(db, data, expires_in=-timedelta(seconds=1))
 
-    found = await service.get_charge(
-        db, processor=processor, key="young", claim_expiry=CLAIM_EXPIRY
+    status = await service.refund_payment(
+        db,
+        processor=processor,
+        idempotency_key="abandoned",
+        order_id=data.order_id,
+        user_id=data.user_id,
     )
 
-    assert found is not None
-    assert found.status == PaymentStatus.PENDING.value
-    assert processor.reversed == set()
+    assert status is PaymentStatus.VOIDED
+    assert "abandoned" in processor.reversed
+    assert (await create(db, processor, data)).status == PaymentStatus.VOIDED.value
+    assert processor.calls == []
 
 
 def test_claims_must_outlive_the_processor() -> None:
