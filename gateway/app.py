@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.proxy import ProxyMiddleware
 from gateway.runtime import Gateway
 from gateway.settings import GatewaySettings
+from shop.kernel.edge import install_edge
 from shop.kernel.errors import ServiceUnavailable, install_error_handlers, problems
 from shop.kernel.ops import Health, Readiness
 from shop.kernel.topology import load, parse_replicas
@@ -134,5 +135,6 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
+    install_edge(app, settings)
     app.include_router(router)
     return app

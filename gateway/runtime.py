@@ -27,6 +27,7 @@ from gateway.openapi import merge_documents
 from gateway.proxy import is_internal
 from gateway.settings import GatewaySettings
 from gateway.upstreams import ServicePool
+from shop.kernel.edge import BodyLimit
 from shop.kernel.errors import ServiceUnavailable
 from shop.kernel.http import CircuitBreaker, UpstreamTimeout, UpstreamUnavailable
 from shop.kernel.topology import Topology
@@ -79,6 +80,7 @@ class Gateway:
             audience=settings.audience,
             remember_seconds=settings.verified_token_ttl_seconds,
         )
+        self.body_limit = BodyLimit(settings.max_body_bytes)
         self._client: ProxyClient | None = None
         self._openapi: tuple[float, dict[str, Any]] | None = None
         self._openapi_lock = anyio.Lock()

@@ -7,11 +7,11 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, model_validator
 
-from shop.kernel.settings import ShopSettings
+from shop.kernel.edge import EdgeSettings
 from shop.kernel.topology import DEFAULT_TOPOLOGY, parse_replicas
 
 
-class GatewaySettings(ShopSettings, env_prefix="GATEWAY_", populate_by_name=True):
+class GatewaySettings(EdgeSettings, env_prefix="GATEWAY_", populate_by_name=True):
     """Everything the gateway reads from its environment, in one place."""
 
     topology: Path = Field(

@@ -35,6 +35,7 @@ from shop.identity.service import bootstrap_admin
 from shop.inventory import router as inventory
 from shop.inventory.ports import ProductDirectory
 from shop.kernel.db import Database
+from shop.kernel.edge import install_edge
 from shop.kernel.errors import install_error_handlers
 from shop.kernel.http import Upstream
 from shop.kernel.ops import router as ops_router
@@ -237,6 +238,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_edge(app, settings)
     app.include_router(ops_router)
     for context in served:
         public, internal = CONTEXTS[context]

@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI
 from bindings.http import remote_jwks, upstream
 from services.settings import ServiceSettings
 from shop.kernel.db import Database
+from shop.kernel.edge import install_edge
 from shop.kernel.errors import install_error_handlers
 from shop.kernel.http import Upstream
 from shop.kernel.ops import router as ops_router
@@ -107,6 +108,7 @@ def build_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_edge(app, settings)
     app.include_router(ops_router)
     for router in routers:
         app.include_router(router)

@@ -1,0 +1,145 @@
+"""What every app does at its HTTP edge, before any route runs: one pure ASGI layer.
+
+The monolith, every service and the gateway install :class:`EdgeMiddleware` through
+:func:`install_edge`; the gateway's proxy path, which runs in front of FastAPI, applies the
+same :class:`BodyLimit` itself.
+
+It is a plain ASGI class, not Starlette's ``BaseHTTPMiddleware``: that one costs a task and
+a stream per request on paths the performance work made fast (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import FastAPI
+from pydantic import Field
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shop.kernel.errors import PROBLEM_CONTENT_TYPE, problem_type
+from shop.kernel.settings import ShopSettings
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
+class EdgeSettings(ShopSettings):
+    """The edge's limits, mixed into every deployable's settings under its own prefix
+    (``MONOLITH_MAX_BODY_BYTES``, ``SERVICE_MAX_BODY_BYTES``, ``GATEWAY_MAX_BODY_BYTES``)."""
+
+    max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES,
+        ge=1,
+        description="Largest request body accepted; a larger one is refused with 413",
+    )
+
+
+class BodyTooLarge(HTTPException):
+    """A request body passed the cap while it was being read (413).
+
+    An ``HTTPException``, so FastAPI's body reading lets it through (it turns any other
+    error of a body read into a 400) and the app's handler renders it as problem+json.
+    ``Connection: close``: the rest of the body is not worth reading.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, detail=too_large_detail(limit), headers={"Connection": "close"})
+
+
+def too_large_detail(limit: int) -> str:
+    """The ``detail`` of every 413 about a body larger than ``limit`` bytes."""
+    return f"The request body is larger than {limit} bytes, the most this API accepts."
+
+
+class BodyLimit:
+    """The cap on request bodies, and its 413 answer rendered once."""
+
+    __slots__ = ("_problem", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._problem = json.dumps(
+            {
+                "type": problem_type("payload-too-large"),
+                "title": "Payload too large",
+                "status": 413,
+                "detail": too_large_detail(limit),
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    def declared_too_large(self, content_length: bytes) -> bool:
+        """Whether a ``Content-Length`` value announces a body over the cap."""
+        try:
+            return int(content_length) > self.limit
+        except ValueError:
+            # Not a number: the server's parser refuses such a request before any app runs.
+            return False
+
+    async def refuse(self, send: Send, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Answer 413 problem+json without reading the body; the connection is closed after
+        it (uvicorn honours ``Connection: close``) rather than drained of a body nobody reads."""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+                    (b"content-length", str(len(self._problem)).encode()),
+                    (b"connection", b"close"),
+                    *(headers or ()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": self._problem})
+
+    def counting(self, receive: Receive) -> Receive:
+        """``receive`` that raises :class:`BodyTooLarge` once the body passes the cap."""
+        limit = self.limit
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        return limited
+
+
+class EdgeMiddleware:
+    """Caps request bodies: a declared length over the cap is answered 413 before the app
+    runs; a body without a length (chunked) is counted as the app reads it and cut off with
+    413 once it passes the cap.
+
+    A body with a length under the cap is not counted: the server's HTTP parser delivers no
+    more than the length says.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.body_limit = BodyLimit(max_body_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        unsized = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if self.body_limit.declared_too_large(value):
+                    await self.body_limit.refuse(send)
+                    return
+            elif name == b"transfer-encoding":
+                unsized = True
+        if unsized:
+            receive = self.body_limit.counting(receive)
+        await self.app(scope, receive, send)
+
+
+def install_edge(app: FastAPI, settings: EdgeSettings) -> None:
+    """Put :class:`EdgeMiddleware` in front of ``app``'s routes, with ``settings``' limits."""
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
