@@ -25,6 +25,7 @@ from gateway.headers import (
     traceparent,
 )
 from gateway.upstreams import CallerBody, CallerBodyTooLarge, CallerDisconnected, ServicePool
+from shop.kernel.edge import AMBIGUOUS_AUTHORIZATION
 from shop.kernel.errors import PROBLEM_CONTENT_TYPE, NotFound, ShopError, problem_body
 
 if TYPE_CHECKING:
@@ -142,6 +143,10 @@ class ProxyMiddleware:
                     hop_tokens = connection_tokens(value)
                 continue
             if name == b"authorization":
+                if authorization is not None:
+                    rid = request_id(incoming_id or _header(scope, b"x-request-id"))
+                    await AMBIGUOUS_AUTHORIZATION.send(send, [(b"x-request-id", rid.encode())])
+                    return
                 authorization = value.decode("latin-1")
             elif name == b"content-length":
                 has_body = True

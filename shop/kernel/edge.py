@@ -17,7 +17,7 @@ from pydantic import Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shop.kernel.errors import PROBLEM_CONTENT_TYPE, problem_type
+from shop.kernel.errors import PROBLEM_CONTENT_TYPE, BadRequest, ShopError, problem_body
 from shop.kernel.settings import ShopSettings
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -51,6 +51,57 @@ def too_large_detail(limit: int) -> str:
     return f"The request body is larger than {limit} bytes, the most this API accepts."
 
 
+class StaticProblem:
+    """A problem+json answer rendered once, sent straight on the ASGI channel."""
+
+    __slots__ = ("_body", "_headers", "status")
+
+    def __init__(self, error: ShopError) -> None:
+        self.status = error.status
+        self._body = json.dumps(
+            problem_body(error), ensure_ascii=False, separators=(",", ":")
+        ).encode()
+        self._headers = [
+            (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
+            (b"content-length", str(len(self._body)).encode()),
+            *((name.lower().encode(), value.encode()) for name, value in error.headers.items()),
+        ]
+
+    async def send(self, send: Send, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """Answer with the problem, plus ``headers``; the request's body is not read."""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status,
+                "headers": [*self._headers, *(headers or ())],
+            }
+        )
+        await send({"type": "http.response.body", "body": self._body})
+
+
+class PayloadTooLarge(ShopError):
+    """The 413 of a request body over the cap, answered before the body is read.
+
+    ``Connection: close``: uvicorn then closes the connection after the answer instead of
+    draining a body nobody will read.
+    """
+
+    status = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+    headers = {"Connection": "close"}
+
+
+class AmbiguousAuthorization(BadRequest):
+    """More than one ``Authorization`` header: which one would count is not for us to guess
+    (the gateway checked the last while the services read the first)."""
+
+
+AMBIGUOUS_AUTHORIZATION = StaticProblem(
+    AmbiguousAuthorization("The request carries more than one Authorization header; send one.")
+)
+
+
 class BodyLimit:
     """The cap on request bodies, and its 413 answer rendered once."""
 
@@ -58,15 +109,7 @@ class BodyLimit:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._problem = json.dumps(
-            {
-                "type": problem_type("payload-too-large"),
-                "title": "Payload too large",
-                "status": 413,
-                "detail": too_large_detail(limit),
-            },
-            separators=(",", ":"),
-        ).encode()
+        self._problem = StaticProblem(PayloadTooLarge(too_large_detail(limit)))
 
     def declared_too_large(self, content_length: bytes) -> bool:
         """Whether a ``Content-Length`` value announces a body over the cap."""
@@ -77,21 +120,8 @@ class BodyLimit:
             return False
 
     async def refuse(self, send: Send, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        """Answer 413 problem+json without reading the body; the connection is closed after
-        it (uvicorn honours ``Connection: close``) rather than drained of a body nobody reads."""
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
-                    (b"content-length", str(len(self._problem)).encode()),
-                    (b"connection", b"close"),
-                    *(headers or ()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": self._problem})
+        """Answer 413 problem+json without reading the body."""
+        await self._problem.send(send, headers)
 
     def counting(self, receive: Receive) -> Receive:
         """``receive`` that raises :class:`BodyTooLarge` once the body passes the cap."""
@@ -111,12 +141,13 @@ class BodyLimit:
 
 
 class EdgeMiddleware:
-    """Caps request bodies: a declared length over the cap is answered 413 before the app
-    runs; a body without a length (chunked) is counted as the app reads it and cut off with
-    413 once it passes the cap.
+    """What every request meets first.
 
-    A body with a length under the cap is not counted: the server's HTTP parser delivers no
-    more than the length says.
+    - Request bodies are capped: a declared length over the cap is answered 413 before the
+      app runs; a body without a length (chunked) is counted as the app reads it and cut off
+      with 413 once it passes the cap. A body with a length under the cap is not counted:
+      the server's HTTP parser delivers no more than the length says.
+    - Several ``Authorization`` headers are a 400.
     """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
@@ -127,7 +158,7 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        unsized = False
+        unsized = authorized = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if self.body_limit.declared_too_large(value):
@@ -135,6 +166,11 @@ class EdgeMiddleware:
                     return
             elif name == b"transfer-encoding":
                 unsized = True
+            elif name == b"authorization":
+                if authorized:
+                    await AMBIGUOUS_AUTHORIZATION.send(send)
+                    return
+                authorized = True
         if unsized:
             receive = self.body_limit.counting(receive)
         await self.app(scope, receive, send)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 
-from tests.contract.helpers import assert_validation_error, expect
+from tests.contract.helpers import User, assert_problem, assert_validation_error, expect
 
 pytestmark = pytest.mark.anyio
 
@@ -27,3 +27,21 @@ async def test_a_search_term_with_control_characters_is_a_422(
 async def test_an_ordinary_search_term_still_searches(client: httpx2.AsyncClient) -> None:
     for term in ("tea pot", "100%", "a_b", "über", "line\ttab"):
         expect(await client.get("/products", params={"q": term}), 200)
+
+
+async def test_several_authorization_headers_are_a_400(
+    client: httpx2.AsyncClient, admin: User
+) -> None:
+    # Which one counts differed: the gateway checked the last, the services read the first.
+    own = {"Authorization": f"Bearer {admin.token}"}
+    for pair in (
+        [f"Bearer {admin.token}", "Bearer not-a-token"],
+        ["Bearer not-a-token", f"Bearer {admin.token}"],
+        [f"Bearer {admin.token}", f"Bearer {admin.token}"],
+    ):
+        headers = [("authorization", value) for value in pair]
+        for method, path in (("GET", "/users/me"), ("GET", "/products"), ("GET", "/nowhere")):
+            response = await client.request(method, path, headers=headers)
+            problem = assert_problem(response, 400, "bad-request")
+            assert "Authorization" in problem["detail"], problem
+    expect(await client.get("/users/me", headers=own), 200)
