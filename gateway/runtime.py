@@ -84,6 +84,8 @@ class Gateway:
         self._client: ProxyClient | None = None
         self._openapi: tuple[float, dict[str, Any]] | None = None
         self._openapi_lock = anyio.Lock()
+        self._ready: tuple[float, bool] | None = None
+        self._ready_lock = anyio.Lock()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -178,6 +180,27 @@ class Gateway:
             failures = [reason for reason in outcomes if reason is not None]
             checks[name] = "ok" if len(failures) < len(outcomes) else f"down: {failures[0]}"
         return checks
+
+    async def ready(self) -> bool:
+        """Whether every upstream service has a ready replica, as last checked.
+
+        The fan-out to every replica runs at most once per ``readiness_cache_seconds``, and
+        callers arriving while it runs wait for its result: a flood of /readyz is not
+        multiplied into every service. Which upstream is down, and why, is logged.
+        """
+        async with self._ready_lock:
+            now = time.monotonic()
+            if self._ready is not None and now - self._ready[0] < (
+                self.settings.readiness_cache_seconds
+            ):
+                return self._ready[1]
+            checks = await self.readiness()
+            for name, outcome in checks.items():
+                if outcome != "ok":
+                    logger.warning("not ready: upstream %s is %s", name, outcome)
+            ready = all(outcome == "ok" for outcome in checks.values())
+            self._ready = (time.monotonic(), ready)
+            return ready
 
     # --- OpenAPI ------------------------------------------------------------------------
 

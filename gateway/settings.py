@@ -42,6 +42,11 @@ class GatewaySettings(EdgeSettings, env_prefix="GATEWAY_", populate_by_name=True
         description="Longest wait for an upstream's response head, and between body chunks",
     )
     readiness_timeout_seconds: float = Field(2.0, gt=0)
+    readiness_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="How long one fan-out of /readyz to the upstreams answers every /readyz",
+    )
     verified_token_ttl_seconds: float = Field(
         60.0,
         ge=0,
