@@ -13,6 +13,7 @@ LIVE_PROCESS_FILES = (
     "tests/system/",
     "tests/kata/test_launcher_data.py",
     "tests/loadtests/test_live_run.py",
+    "tests/security/test_server_limits.py",
 )
 """Tests that start whole topologies as real processes and hold them to time budgets (a
 service restarted within its timeouts, a Locust run without a failure). They run one after

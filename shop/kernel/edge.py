@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shop.kernel.errors import PROBLEM_CONTENT_TYPE, BadRequest, ShopError, problem_body
+from shop.kernel.server import ServerLimits
 from shop.kernel.settings import ShopSettings
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -32,6 +33,15 @@ class EdgeSettings(ShopSettings):
         ge=1,
         description="Largest request body accepted; a larger one is refused with 413",
     )
+    max_header_bytes: int = Field(
+        ServerLimits.max_header_bytes,
+        ge=1024,
+        description="Largest request line and headers together; larger is refused with 431",
+    )
+
+    def server_limits(self) -> ServerLimits:
+        """What the server process (:func:`shop.kernel.process.serve`) allows a client."""
+        return ServerLimits(max_header_bytes=self.max_header_bytes)
 
 
 class BodyTooLarge(HTTPException):
