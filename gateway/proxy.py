@@ -25,7 +25,7 @@ from gateway.headers import (
     traceparent,
 )
 from gateway.upstreams import CallerBody, CallerBodyTooLarge, CallerDisconnected, ServicePool
-from shop.kernel.edge import AMBIGUOUS_AUTHORIZATION
+from shop.kernel.edge import AMBIGUOUS_AUTHORIZATION, NOSNIFF
 from shop.kernel.errors import PROBLEM_CONTENT_TYPE, NotFound, ShopError, problem_body
 
 if TYPE_CHECKING:
@@ -61,6 +61,7 @@ async def send_problem(send: Send, error: ShopError, request_id: bytes) -> None:
         (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id),
+        NOSNIFF,
         *((name.lower().encode(), value.encode()) for name, value in error.headers.items()),
     ]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
@@ -225,6 +226,7 @@ class ProxyMiddleware:
         try:
             headers = [h for h in response.headers if h[0] not in DROPPED_RESPONSE_HEADERS]
             headers.append((b"x-request-id", rid_bytes))
+            headers.append(NOSNIFF)
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": headers}
             )

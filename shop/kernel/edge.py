@@ -22,6 +22,9 @@ from shop.kernel.server import ServerLimits
 from shop.kernel.settings import ShopSettings
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+"""On every response: a browser must take the declared content type, never sniff one (a
+JSON body must not be run as a script or rendered as HTML)."""
 
 
 class EdgeSettings(ShopSettings):
@@ -74,6 +77,7 @@ class StaticProblem:
         self._headers = [
             (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
             (b"content-length", str(len(self._body)).encode()),
+            NOSNIFF,
             *((name.lower().encode(), value.encode()) for name, value in error.headers.items()),
         ]
 
@@ -158,6 +162,7 @@ class EdgeMiddleware:
       with 413 once it passes the cap. A body with a length under the cap is not counted:
       the server's HTTP parser delivers no more than the length says.
     - Several ``Authorization`` headers are a 400.
+    - Every response says ``X-Content-Type-Options: nosniff``.
     """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
@@ -183,7 +188,14 @@ class EdgeMiddleware:
                 authorized = True
         if unsized:
             receive = self.body_limit.counting(receive)
-        await self.app(scope, receive, send)
+
+        async def send_nosniff(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                # A new message: a response object may be sent again (the cached doc pages).
+                message = {**message, "headers": [*message.get("headers", ()), NOSNIFF]}
+            await send(message)
+
+        await self.app(scope, receive, send_nosniff)
 
 
 def install_edge(app: FastAPI, settings: EdgeSettings) -> None:

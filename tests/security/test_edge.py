@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
+
 import httpx2
 import pytest
 
@@ -58,3 +62,61 @@ async def test_public_readiness_names_no_internal_service(client: httpx2.AsyncCl
     assert body["status"] == "ready"
     assert all(value == "ok" for value in body["checks"].values()), body
     assert not any(name in response.text for name in SERVICE_NAMES), body
+
+
+async def test_every_response_says_nosniff(client: httpx2.AsyncClient) -> None:
+    responses = [
+        await client.get("/healthz"),
+        await client.get("/readyz"),
+        await client.get("/products"),
+        await client.get("/products/2147483647"),
+        await client.get("/nowhere"),
+        await client.post("/auth/register", json={}),
+        await client.get("/openapi.json"),
+        await client.get("/docs"),
+        await client.post("/auth/register", content=b"x" * (2 << 20)),
+        await client.get("/products", headers=[("authorization", "a"), ("authorization", "b")]),
+    ]
+    for response in responses:
+        assert response.headers.get("x-content-type-options") == "nosniff", (
+            response.request.url,
+            response.status_code,
+            dict(response.headers),
+        )
+
+
+def _directives(policy: str) -> dict[str, list[str]]:
+    out = {}
+    for part in policy.split(";"):
+        words = part.split()
+        if words:
+            out[words[0]] = words[1:]
+    return out
+
+
+@pytest.mark.parametrize("path", ["/docs", "/docs/oauth2-redirect", "/redoc"])
+async def test_html_pages_carry_a_strict_content_security_policy(
+    client: httpx2.AsyncClient, path: str
+) -> None:
+    response = await client.get(path)
+    if response.status_code == 404:
+        return  # not served at all in this shape: nothing to protect
+    assert response.status_code == 200, response.text[:300]
+    assert response.headers["content-type"].startswith("text/html")
+    policy = response.headers.get("content-security-policy")
+    assert policy, dict(response.headers)
+    rules = _directives(policy)
+    assert rules["default-src"] == ["'none'"], policy
+    assert rules["frame-ancestors"] == ["'none'"], policy
+    assert rules["base-uri"] == ["'none'"], policy
+    scripts = rules.get("script-src", [])
+    assert "'unsafe-inline'" not in scripts, policy
+    assert "'unsafe-eval'" not in scripts, policy
+    assert not any(source.endswith(("*", "/")) or source == "https:" for source in scripts), policy
+    html = response.text
+    # Every script the page loads is allowed by its exact URL, every inline one by its hash.
+    for src in re.findall(r'<script[^>]*\bsrc="([^"]+)"', html):
+        assert src in scripts, (src, policy)
+    for body in re.findall(r"<script>(.*?)</script>", html, flags=re.DOTALL):
+        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in scripts, policy
