@@ -20,6 +20,7 @@ from gateway.clients import (
     AiohttpClient,
     ClientTimeouts,
     HttpxClient,
+    PoolLimits,
     ProxyClient,
     UpstreamError,
 )
@@ -94,12 +95,13 @@ class Gateway:
         timeouts = ClientTimeouts(
             connect=self.settings.connect_timeout_seconds,
             read=self.settings.read_timeout_seconds,
+            pool=self.settings.pool_timeout_seconds,
         )
-        limit = self.settings.max_connections
+        pools = PoolLimits(per_upstream=self.settings.max_connections_per_upstream)
         if self._transports is not None or self.settings.client == "httpx":
-            self._client = HttpxClient(timeouts, transports=self._transports, max_connections=limit)
+            self._client = HttpxClient(timeouts, transports=self._transports, pools=pools)
         else:
-            self._client = AiohttpClient(timeouts, max_connections=limit)
+            self._client = AiohttpClient(timeouts, pools=pools)
 
     async def aclose(self) -> None:
         """Close the upstream client and its pooled connections."""

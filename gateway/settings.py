@@ -57,8 +57,23 @@ class GatewaySettings(EdgeSettings, env_prefix="GATEWAY_", populate_by_name=True
     breaker_reset_seconds: float = Field(
         2.0, gt=0, description="How long an open circuit fails fast before one probe"
     )
-    max_connections: int = Field(
-        512, ge=1, description="Pooled keep-alive connections to all upstreams together"
+    max_connections_per_upstream: int = Field(
+        256,
+        ge=1,
+        description="Pooled connections to each upstream address (a replica of a service): "
+        "one slow service cannot take the connections of another",
+    )
+    pool_timeout_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Longest wait for a pooled connection to come free (then 503, Retry-After)",
+    )
+    max_connections_per_client: int = Field(
+        128,
+        ge=0,
+        # Half an upstream's pool: one address cannot hold a service's every connection.
+        description="Open connections one client address may hold (0: no cap); the gateway "
+        "faces clients, so it caps by default",
     )
     openapi_cache_seconds: float = Field(
         300.0, ge=0, description="How long a complete merged OpenAPI document is reused"

@@ -19,6 +19,7 @@ from gateway.clients import (
     ProxyClient,
     UpstreamBroken,
     UpstreamConnectError,
+    UpstreamPoolTimeout,
     UpstreamReadTimeout,
     UpstreamResponse,
 )
@@ -28,6 +29,12 @@ from shop.kernel.topology import ServiceSpec
 logger = logging.getLogger("gateway.upstreams")
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+
+
+class UpstreamBusy(UpstreamUnavailable):
+    """Every replica's pool stayed full for the pool timeout (503, try again shortly)."""
+
+    headers = {"Retry-After": "1"}
 
 
 class CallerDisconnected(Exception):
@@ -132,9 +139,15 @@ class ServicePool:
         (a 500 or its own 503) are responses, passed through and not counted as failures.
         """
         tried: list[Replica] = []
+        busy = False
         while True:
             picked = self._pick(tried)
             if picked is None:
+                if busy:
+                    raise UpstreamBusy(
+                        f"The {self.name} service is busy: no connection to it came free in"
+                        " time. Try again shortly."
+                    )
                 if tried:
                     raise UpstreamUnavailable(f"The {self.name} service cannot be reached.")
                 raise UpstreamUnavailable(
@@ -151,6 +164,19 @@ class ServicePool:
                     raise UpstreamUnavailable(
                         f"The {self.name} service cannot be reached."
                     ) from exc
+                continue
+            except UpstreamPoolTimeout as exc:
+                # Not the upstream's failure: its pool is full. Another replica may have
+                # room; a probe that never went out reports as one that failed.
+                if probing:
+                    replica.breaker.failure()
+                logger.warning("%s %s%s: %s", method, replica.url, target, exc)
+                if isinstance(body, CallerBody) and body.started:
+                    raise UpstreamBusy(
+                        f"The {self.name} service is busy: no connection to it came free in"
+                        " time. Try again shortly."
+                    ) from exc
+                busy = True
                 continue
             except UpstreamReadTimeout as exc:
                 replica.breaker.failure()

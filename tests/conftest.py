@@ -14,6 +14,7 @@ LIVE_PROCESS_FILES = (
     "tests/kata/test_launcher_data.py",
     "tests/loadtests/test_live_run.py",
     "tests/security/test_server_limits.py",
+    "tests/security/test_slow_clients.py",
 )
 """Tests that start whole topologies as real processes and hold them to time budgets (a
 service restarted within its timeouts, a Locust run without a failure). They run one after

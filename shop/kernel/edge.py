@@ -41,10 +41,31 @@ class EdgeSettings(ShopSettings):
         ge=1024,
         description="Largest request line and headers together; larger is refused with 431",
     )
+    header_timeout_seconds: float = Field(
+        ServerLimits.header_timeout_seconds,
+        gt=0,
+        description="Time a client has to send a request head (408 and closed after it)",
+    )
+    body_timeout_seconds: float = Field(
+        ServerLimits.body_timeout_seconds,
+        gt=0,
+        description="Time a client has to send a request body once its head is in",
+    )
+    max_connections_per_client: int = Field(
+        ServerLimits.max_connections_per_client,
+        ge=0,
+        description="Open connections one client address may hold per server process "
+        "(0: no cap; the services are behind the gateway, one address)",
+    )
 
     def server_limits(self) -> ServerLimits:
         """What the server process (:func:`shop.kernel.process.serve`) allows a client."""
-        return ServerLimits(max_header_bytes=self.max_header_bytes)
+        return ServerLimits(
+            max_header_bytes=self.max_header_bytes,
+            header_timeout_seconds=self.header_timeout_seconds,
+            body_timeout_seconds=self.body_timeout_seconds,
+            max_connections_per_client=self.max_connections_per_client,
+        )
 
 
 class BodyTooLarge(HTTPException):
