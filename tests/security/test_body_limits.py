@@ -111,3 +111,15 @@ async def test_a_body_under_the_cap_is_served(shop: Target, client: httpx2.Async
         headers={"content-type": "application/json"},
     )
     expect(chunked, 201)
+
+
+async def test_a_form_body_is_capped_too(client: httpx2.AsyncClient) -> None:
+    # POST /auth/token reads an OAuth2 form, not JSON: the cap holds for the form parser too.
+    body = Trickle(75 * 1000 * 1000, first=b"grant_type=password&username=a%40b.c&password=")
+    response = await client.post(
+        "/auth/token",
+        content=body,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert_problem(response, 413, "payload-too-large")
+    assert body.pulled <= LIMIT + 2 * CHUNK, body.pulled
