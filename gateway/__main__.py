@@ -31,12 +31,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    port = args.port or load(GatewaySettings().topology).gateway_port or 8000
+    settings = GatewaySettings()
+    port = args.port or load(settings.topology).gateway_port or 8000
     process.serve(
         "gateway.app:create_app",
         host=args.host,
         port=port,
         workers=args.workers,
+        limits=settings.server_limits(),
         access_log=args.access_log,
         # The gateway is the edge: X-Forwarded-* from a caller are not to be trusted, and the
         # gateway writes its own for the services.

@@ -14,13 +14,14 @@ from typing import Any
 
 import httpx2
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.proxy import ProxyMiddleware
 from gateway.runtime import Gateway
 from gateway.settings import GatewaySettings
+from shop.kernel.docs import oauth2_redirect_page, swagger_page
+from shop.kernel.edge import install_edge
 from shop.kernel.errors import ServiceUnavailable, install_error_handlers, problems
 from shop.kernel.ops import Health, Readiness
 from shop.kernel.topology import load, parse_replicas
@@ -47,12 +48,14 @@ async def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses=problems(503))
 async def readyz(request: Request) -> Readiness:
-    """The gateway can serve: every upstream service has a ready replica."""
-    checks = await _gateway(request).readiness()
-    down = [name for name, outcome in checks.items() if outcome != "ok"]
-    if down:
-        raise ServiceUnavailable(f"Not ready: {', '.join(down)}.", checks=checks)
-    return Readiness(checks=checks)
+    """The gateway can serve: every upstream service has a ready replica.
+
+    Public, so it names no service and no error: the gateway logs which upstream is down
+    and why, and each service's own /readyz (on its own port, never routed) has its checks.
+    """
+    if not await _gateway(request).ready():
+        raise ServiceUnavailable("Not ready: an upstream service is unavailable.")
+    return Readiness(checks={"upstreams": "ok"})
 
 
 @router.get("/openapi.json", include_in_schema=False)
@@ -64,20 +67,20 @@ async def openapi(request: Request) -> JSONResponse:
     return JSONResponse(document, headers=headers)
 
 
+_DOCS = swagger_page(TITLE)
+_OAUTH2_REDIRECT = oauth2_redirect_page()
+
+
 @router.get("/docs", include_in_schema=False)
 async def docs() -> HTMLResponse:
-    """Swagger UI on the merged document."""
-    return get_swagger_ui_html(
-        openapi_url="/openapi.json",
-        title=f"{TITLE} - Swagger UI",
-        oauth2_redirect_url="/docs/oauth2-redirect",
-    )
+    """Swagger UI on the merged document (shop.kernel.docs: a strict CSP)."""
+    return _DOCS
 
 
 @router.get("/docs/oauth2-redirect", include_in_schema=False)
 async def docs_redirect() -> HTMLResponse:
     """Swagger UI's OAuth2 redirect page."""
-    return get_swagger_ui_oauth2_redirect_html()
+    return _OAUTH2_REDIRECT
 
 
 class GatewayApp(FastAPI):
@@ -134,5 +137,6 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
+    install_edge(app, settings)
     app.include_router(router)
     return app

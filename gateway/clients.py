@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,6 +28,9 @@ from yarl import URL
 from shop.kernel.errors import BadRequest
 
 logger = logging.getLogger("gateway.clients")
+
+_TIMER_SLACK = 0.005
+"""How early the event loop may fire a deadline, give or take (seconds)."""
 
 Body = bytes | AsyncIterable[bytes] | None
 """A request body: none, all of it, or chunks as they arrive from the caller."""
@@ -46,6 +50,14 @@ class UpstreamConnectError(UpstreamError):
     """No connection could be made: the request never left, another replica may take it."""
 
 
+class UpstreamPoolTimeout(UpstreamError):
+    """No pooled connection to the upstream came free in time: the request never left.
+
+    The upstream's own pool is full (its answers are slow, or slow callers hold its
+    connections); that says nothing about whether it is up, so no circuit counts it.
+    """
+
+
 class UpstreamReadTimeout(UpstreamError):
     """Connected, but the upstream did not answer (or stopped sending) in time."""
 
@@ -56,11 +68,22 @@ class UpstreamBroken(UpstreamError):
 
 @dataclass(frozen=True)
 class ClientTimeouts:
-    """The two timeouts of every upstream call, in seconds."""
+    """The timeouts of every upstream call, in seconds."""
 
     connect: float
     read: float
     """Longest wait for the response head, and between two chunks of its body."""
+    pool: float = 1.0
+    """Longest wait for a pooled connection to the upstream to come free."""
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    """How many connections the client keeps to each upstream address."""
+
+    per_upstream: int = 256
+    """To one address (a replica of a service): each has a pool of its own, so a slow
+    service fills its own pool and never another's."""
 
 
 class UpstreamResponse(Protocol):
@@ -144,18 +167,27 @@ class _AiohttpResponse:
 
 
 class AiohttpClient:
-    """The production client: one pooled ``aiohttp.ClientSession`` for every upstream."""
+    """The production client: one ``aiohttp.ClientSession``, a pool per upstream address."""
 
-    def __init__(self, timeouts: ClientTimeouts, *, max_connections: int = 512) -> None:
+    def __init__(self, timeouts: ClientTimeouts, *, pools: PoolLimits | None = None) -> None:
+        pools = pools or PoolLimits()
+        # aiohttp's `connect` covers the wait for a pooled connection and the connect
+        # itself (`sock_connect`), as shop.kernel.transport maps httpx2's pool timeout.
+        self._connect_deadline = timeouts.pool + timeouts.connect
+        self._pool_timeout = timeouts.pool
         self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeouts.connect, sock_read=timeouts.read
+            total=None,
+            connect=self._connect_deadline,
+            sock_connect=timeouts.connect,
+            sock_read=timeouts.read,
         )
         self._session = aiohttp.ClientSession(
             # Idle connections are closed after 4 s, before uvicorn's 5 s on the service side:
             # the side that closes first must be the client, or a request can be sent on a
             # connection the service is closing (a non-idempotent one is then lost).
+            # No overall limit: a pool per address, so no upstream can starve another.
             connector=aiohttp.TCPConnector(
-                limit=max_connections, limit_per_host=0, keepalive_timeout=4.0
+                limit=0, limit_per_host=pools.per_upstream, keepalive_timeout=4.0
             ),
             # A proxy forwards bytes: no decompression, no cookies, no headers of its own.
             auto_decompress=False,
@@ -175,6 +207,7 @@ class AiohttpClient:
             raise UnforwardableHeader(
                 "A header value is not UTF-8 text; the gateway cannot forward it unchanged."
             ) from exc
+        started = time.monotonic()
         try:
             response = await self._session.request(
                 method,
@@ -185,6 +218,14 @@ class AiohttpClient:
                 timeout=self._timeout,
             )
         except aiohttp.ConnectionTimeoutError as exc:
+            # aiohttp raises the same error when its `connect` deadline (pool wait and
+            # connect together) passes and when `sock_connect` does. Only the first can
+            # take the whole deadline: a connect that failed alone took `sock_connect`
+            # after getting its connection, and the deadline was not reached.
+            if time.monotonic() - started >= self._connect_deadline - _TIMER_SLACK:
+                raise UpstreamPoolTimeout(
+                    f"no pooled connection came free within {self._pool_timeout:g} s"
+                ) from exc
             raise UpstreamConnectError(f"connect timeout: {exc}") from exc
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamConnectError(str(exc)) from exc
@@ -251,40 +292,55 @@ def _no_cookies() -> http.cookiejar.CookieJar:
 
 
 class HttpxClient:
-    """The proxy over ``httpx2``: sockets by default, or one transport per service."""
+    """The proxy over ``httpx2``: a client (and so a pool) per service, over sockets by
+    default or over the transport given for that service."""
 
     def __init__(
         self,
         timeouts: ClientTimeouts,
         *,
         transports: Mapping[str, httpx2.AsyncBaseTransport] | None = None,
-        max_connections: int = 512,
+        pools: PoolLimits | None = None,
     ) -> None:
+        pools = pools or PoolLimits()
         self._timeouts = timeouts
-        self._timeout = httpx2.Timeout(timeouts.read, connect=timeouts.connect).as_dict()
-        limits = httpx2.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+        self._timeout = httpx2.Timeout(
+            timeouts.read, connect=timeouts.connect, pool=timeouts.pool
+        ).as_dict()
+        self._limits = httpx2.Limits(
+            max_connections=pools.per_upstream, max_keepalive_connections=pools.per_upstream
         )
+        self._transports = dict(transports or {})
+        self._clients: dict[str, httpx2.AsyncClient] = {}
 
-        def client(transport: httpx2.AsyncBaseTransport | None) -> httpx2.AsyncClient:
-            return httpx2.AsyncClient(
-                transport=transport, limits=limits, cookies=_no_cookies(), follow_redirects=False
+    def _client(self, service: str) -> httpx2.AsyncClient:
+        client = self._clients.get(service)
+        if client is None:
+            client = self._clients[service] = httpx2.AsyncClient(
+                transport=self._transports.get(service),
+                limits=self._limits,
+                cookies=_no_cookies(),
+                follow_redirects=False,
             )
-
-        self._default = client(None)
-        self._clients = {name: client(transport) for name, transport in (transports or {}).items()}
+        return client
 
     async def send(
         self, service: str, method: str, url: str, headers: Headers, body: Body
     ) -> UpstreamResponse:
-        client = self._clients.get(service, self._default)
+        client = self._client(service)
         # A bare Request, not client.build_request(): no client default headers are added.
         request = httpx2.Request(
             method, url, headers=headers, content=body, extensions={"timeout": self._timeout}
         )
         try:
+            # A backstop for transports without timeouts of their own (ASGITransport);
+            # httpx2's pool enforces the pool timeout itself.
             with anyio.fail_after(self._timeouts.connect + self._timeouts.read):
                 response = await client.send(request, stream=True)
+        except httpx2.PoolTimeout as exc:
+            raise UpstreamPoolTimeout(
+                f"no pooled connection came free within {self._timeouts.pool:g} s"
+            ) from exc
         except (httpx2.ConnectError, httpx2.ConnectTimeout) as exc:
             raise UpstreamConnectError(str(exc) or type(exc).__name__) from exc
         except TimeoutError as exc:
@@ -301,5 +357,6 @@ class HttpxClient:
         return _HttpxResponse(response, self._timeouts.read)
 
     async def aclose(self) -> None:
-        for client in (self._default, *self._clients.values()):
+        for client in self._clients.values():
             await client.aclose()
+        self._clients.clear()

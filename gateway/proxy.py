@@ -24,7 +24,8 @@ from gateway.headers import (
     request_id,
     traceparent,
 )
-from gateway.upstreams import CallerBody, CallerDisconnected, ServicePool
+from gateway.upstreams import CallerBody, CallerBodyTooLarge, CallerDisconnected, ServicePool
+from shop.kernel.edge import AMBIGUOUS_AUTHORIZATION, NOSNIFF
 from shop.kernel.errors import PROBLEM_CONTENT_TYPE, NotFound, ShopError, problem_body
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ async def send_problem(send: Send, error: ShopError, request_id: bytes) -> None:
         (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id),
+        NOSNIFF,
         *((name.lower().encode(), value.encode()) for name, value in error.headers.items()),
     ]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
@@ -125,6 +127,7 @@ class ProxyMiddleware:
         host = forwarded_for = None
         hop_tokens: set[bytes] | None = None
         has_body = False
+        declared: bytes | None = None
         for name, value in scope["headers"]:
             if name in DROPPED_REQUEST_HEADERS:
                 if name == b"x-request-id":
@@ -141,9 +144,14 @@ class ProxyMiddleware:
                     hop_tokens = connection_tokens(value)
                 continue
             if name == b"authorization":
+                if authorization is not None:
+                    rid = request_id(incoming_id or _header(scope, b"x-request-id"))
+                    await AMBIGUOUS_AUTHORIZATION.send(send, [(b"x-request-id", rid.encode())])
+                    return
                 authorization = value.decode("latin-1")
             elif name == b"content-length":
                 has_body = True
+                declared = value
             forwarded.append((name, value))
         if hop_tokens:
             forwarded = [h for h in forwarded if h[0] not in hop_tokens]
@@ -151,6 +159,11 @@ class ProxyMiddleware:
         rid = request_id(incoming_id)
         rid_bytes = rid.encode()
         gateway = self.gateway
+        body_limit = gateway.body_limit
+        if declared is not None and body_limit.declared_too_large(declared):
+            # Refused before the body is read and before any upstream is asked.
+            await body_limit.refuse(send, [(b"x-request-id", rid_bytes)])
+            return
         if authorization is not None:
             try:
                 await gateway.auth.check(authorization)
@@ -178,7 +191,13 @@ class ProxyMiddleware:
             if message["type"] == "http.disconnect":
                 return
             first: bytes = message.get("body", b"")
-            body = CallerBody(receive, first) if message.get("more_body", False) else first
+            if declared is None and len(first) > body_limit.limit:
+                await body_limit.refuse(send, [(b"x-request-id", rid_bytes)])
+                return
+            if message.get("more_body", False):
+                body = CallerBody(receive, first, limit=body_limit.limit)
+            else:
+                body = first
 
         raw_path: bytes | None = scope.get("raw_path")
         target = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
@@ -195,9 +214,19 @@ class ProxyMiddleware:
             return
         except CallerDisconnected:
             return
+        except CallerBodyTooLarge:
+            await body_limit.refuse(send, [(b"x-request-id", rid_bytes)])
+            return
+        if isinstance(body, CallerBody) and body.too_large:
+            # The upstream answered before the upload failed (an in-process upstream
+            # renders the failed read as its own error): the caller is told what happened.
+            await response.aclose()
+            await body_limit.refuse(send, [(b"x-request-id", rid_bytes)])
+            return
         try:
             headers = [h for h in response.headers if h[0] not in DROPPED_RESPONSE_HEADERS]
             headers.append((b"x-request-id", rid_bytes))
+            headers.append(NOSNIFF)
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": headers}
             )

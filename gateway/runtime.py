@@ -20,6 +20,7 @@ from gateway.clients import (
     AiohttpClient,
     ClientTimeouts,
     HttpxClient,
+    PoolLimits,
     ProxyClient,
     UpstreamError,
 )
@@ -27,6 +28,7 @@ from gateway.openapi import merge_documents
 from gateway.proxy import is_internal
 from gateway.settings import GatewaySettings
 from gateway.upstreams import ServicePool
+from shop.kernel.edge import BodyLimit
 from shop.kernel.errors import ServiceUnavailable
 from shop.kernel.http import CircuitBreaker, UpstreamTimeout, UpstreamUnavailable
 from shop.kernel.topology import Topology
@@ -79,9 +81,12 @@ class Gateway:
             audience=settings.audience,
             remember_seconds=settings.verified_token_ttl_seconds,
         )
+        self.body_limit = BodyLimit(settings.max_body_bytes)
         self._client: ProxyClient | None = None
         self._openapi: tuple[float, dict[str, Any]] | None = None
         self._openapi_lock = anyio.Lock()
+        self._ready: tuple[float, bool] | None = None
+        self._ready_lock = anyio.Lock()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -90,12 +95,13 @@ class Gateway:
         timeouts = ClientTimeouts(
             connect=self.settings.connect_timeout_seconds,
             read=self.settings.read_timeout_seconds,
+            pool=self.settings.pool_timeout_seconds,
         )
-        limit = self.settings.max_connections
+        pools = PoolLimits(per_upstream=self.settings.max_connections_per_upstream)
         if self._transports is not None or self.settings.client == "httpx":
-            self._client = HttpxClient(timeouts, transports=self._transports, max_connections=limit)
+            self._client = HttpxClient(timeouts, transports=self._transports, pools=pools)
         else:
-            self._client = AiohttpClient(timeouts, max_connections=limit)
+            self._client = AiohttpClient(timeouts, pools=pools)
 
     async def aclose(self) -> None:
         """Close the upstream client and its pooled connections."""
@@ -176,6 +182,27 @@ class Gateway:
             failures = [reason for reason in outcomes if reason is not None]
             checks[name] = "ok" if len(failures) < len(outcomes) else f"down: {failures[0]}"
         return checks
+
+    async def ready(self) -> bool:
+        """Whether every upstream service has a ready replica, as last checked.
+
+        The fan-out to every replica runs at most once per ``readiness_cache_seconds``, and
+        callers arriving while it runs wait for its result: a flood of /readyz is not
+        multiplied into every service. Which upstream is down, and why, is logged.
+        """
+        async with self._ready_lock:
+            now = time.monotonic()
+            if self._ready is not None and now - self._ready[0] < (
+                self.settings.readiness_cache_seconds
+            ):
+                return self._ready[1]
+            checks = await self.readiness()
+            for name, outcome in checks.items():
+                if outcome != "ok":
+                    logger.warning("not ready: upstream %s is %s", name, outcome)
+            ready = all(outcome == "ok" for outcome in checks.values())
+            self._ready = (time.monotonic(), ready)
+            return ready
 
     # --- OpenAPI ------------------------------------------------------------------------
 

@@ -7,11 +7,11 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field, model_validator
 
-from shop.kernel.settings import ShopSettings
+from shop.kernel.edge import EdgeSettings
 from shop.kernel.topology import DEFAULT_TOPOLOGY, parse_replicas
 
 
-class GatewaySettings(ShopSettings, env_prefix="GATEWAY_", populate_by_name=True):
+class GatewaySettings(EdgeSettings, env_prefix="GATEWAY_", populate_by_name=True):
     """Everything the gateway reads from its environment, in one place."""
 
     topology: Path = Field(
@@ -42,6 +42,11 @@ class GatewaySettings(ShopSettings, env_prefix="GATEWAY_", populate_by_name=True
         description="Longest wait for an upstream's response head, and between body chunks",
     )
     readiness_timeout_seconds: float = Field(2.0, gt=0)
+    readiness_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="How long one fan-out of /readyz to the upstreams answers every /readyz",
+    )
     verified_token_ttl_seconds: float = Field(
         60.0,
         ge=0,
@@ -52,8 +57,23 @@ class GatewaySettings(ShopSettings, env_prefix="GATEWAY_", populate_by_name=True
     breaker_reset_seconds: float = Field(
         2.0, gt=0, description="How long an open circuit fails fast before one probe"
     )
-    max_connections: int = Field(
-        512, ge=1, description="Pooled keep-alive connections to all upstreams together"
+    max_connections_per_upstream: int = Field(
+        256,
+        ge=1,
+        description="Pooled connections to each upstream address (a replica of a service): "
+        "one slow service cannot take the connections of another",
+    )
+    pool_timeout_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="Longest wait for a pooled connection to come free (then 503, Retry-After)",
+    )
+    max_connections_per_client: int = Field(
+        128,
+        ge=0,
+        # Half an upstream's pool: one address cannot hold a service's every connection.
+        description="Open connections one client address may hold (0: no cap); the gateway "
+        "faces clients, so it caps by default",
     )
     openapi_cache_seconds: float = Field(
         300.0, ge=0, description="How long a complete merged OpenAPI document is reused"

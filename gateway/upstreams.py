@@ -19,6 +19,7 @@ from gateway.clients import (
     ProxyClient,
     UpstreamBroken,
     UpstreamConnectError,
+    UpstreamPoolTimeout,
     UpstreamReadTimeout,
     UpstreamResponse,
 )
@@ -30,8 +31,18 @@ logger = logging.getLogger("gateway.upstreams")
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
+class UpstreamBusy(UpstreamUnavailable):
+    """Every replica's pool stayed full for the pool timeout (503, try again shortly)."""
+
+    headers = {"Retry-After": "1"}
+
+
 class CallerDisconnected(Exception):
     """The caller went away while its request body was being forwarded."""
+
+
+class CallerBodyTooLarge(Exception):
+    """The caller's body (sent without a length) passed the gateway's cap mid-stream."""
 
 
 class CallerBody:
@@ -39,18 +50,24 @@ class CallerBody:
 
     Nothing is buffered beyond the chunk in flight. ``started`` tells whether any of it was
     consumed, which is when a failed call can no longer be replayed on another replica.
+    Past ``limit`` bytes the upload fails before the chunk that passes it goes upstream
+    (``too_large``): the client library then drops the connection with the half-sent body
+    instead of pooling it, and the upstream sees a caller that went away.
     """
 
-    __slots__ = ("_first", "_receive", "disconnected", "started")
+    __slots__ = ("_first", "_limit", "_receive", "disconnected", "started", "too_large")
 
-    def __init__(self, receive: Receive, first: bytes) -> None:
+    def __init__(self, receive: Receive, first: bytes, *, limit: int) -> None:
         self._receive = receive
         self._first = first
+        self._limit = limit
         self.started = False
         self.disconnected = False
+        self.too_large = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         self.started = True
+        sent = len(self._first)
         if self._first:
             yield self._first
         while True:
@@ -59,6 +76,10 @@ class CallerBody:
                 self.disconnected = True
                 raise CallerDisconnected("the caller disconnected mid-body")
             chunk: bytes = message.get("body", b"")
+            sent += len(chunk)
+            if sent > self._limit:
+                self.too_large = True
+                raise CallerBodyTooLarge(f"the body passed {self._limit} bytes")
             if chunk:
                 yield chunk
             if not message.get("more_body", False):
@@ -118,9 +139,15 @@ class ServicePool:
         (a 500 or its own 503) are responses, passed through and not counted as failures.
         """
         tried: list[Replica] = []
+        busy = False
         while True:
             picked = self._pick(tried)
             if picked is None:
+                if busy:
+                    raise UpstreamBusy(
+                        f"The {self.name} service is busy: no connection to it came free in"
+                        " time. Try again shortly."
+                    )
                 if tried:
                     raise UpstreamUnavailable(f"The {self.name} service cannot be reached.")
                 raise UpstreamUnavailable(
@@ -138,11 +165,30 @@ class ServicePool:
                         f"The {self.name} service cannot be reached."
                     ) from exc
                 continue
+            except UpstreamPoolTimeout as exc:
+                # Not the upstream's failure: its pool is full. Another replica may have
+                # room; a probe that never went out reports as one that failed.
+                if probing:
+                    replica.breaker.failure()
+                logger.warning("%s %s%s: %s", method, replica.url, target, exc)
+                if isinstance(body, CallerBody) and body.started:
+                    raise UpstreamBusy(
+                        f"The {self.name} service is busy: no connection to it came free in"
+                        " time. Try again shortly."
+                    ) from exc
+                busy = True
+                continue
             except UpstreamReadTimeout as exc:
                 replica.breaker.failure()
                 logger.warning("%s %s%s: %s", method, replica.url, target, exc)
                 raise UpstreamTimeout(f"The {self.name} service did not answer in time.") from exc
             except UpstreamBroken as exc:
+                if isinstance(body, CallerBody) and body.too_large:
+                    # The gateway stopped the upload, not the upstream: no failure to count
+                    # (a probe that proved nothing still reports, as for a departed caller).
+                    if probing:
+                        replica.breaker.failure()
+                    raise CallerBodyTooLarge("the caller's body passed the cap") from exc
                 if isinstance(body, CallerBody) and body.disconnected:
                     # The client library reports the caller's departure as a broken upload;
                     # the upstream did nothing wrong, so its circuit does not hear of it.

@@ -109,7 +109,11 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(_create_admin(settings, args.email, password))
     else:
         process.serve(
-            "monolith.app:create_app", host=args.host, port=args.port, workers=args.workers
+            "monolith.app:create_app",
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            limits=settings.server_limits(),
         )
 
 

@@ -15,12 +15,13 @@ from shop.cart.settings import CartSettings
 from shop.catalog.settings import CatalogSettings
 from shop.identity.settings import IdentitySettings
 from shop.inventory.settings import InventorySettings
+from shop.kernel.edge import EdgeSettings
 from shop.kernel.settings import DEFAULT_DATABASE_URL, RemoteCallSettings
 from shop.orders.settings import OrdersSettings
 from shop.payments.settings import PaymentsSettings
 
 
-class MonolithSettings(RemoteCallSettings, env_prefix="MONOLITH_"):
+class MonolithSettings(RemoteCallSettings, EdgeSettings, env_prefix="MONOLITH_"):
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
         validation_alias=AliasChoices("DATABASE_URL", "MONOLITH_DATABASE_URL"),

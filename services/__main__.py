@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+from services.settings import ServiceSettings
 from shop.kernel import process
 from shop.kernel.migrations import upgrade
 from shop.kernel.topology import TopologyError, load
@@ -46,7 +47,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{spec.name}: migrated {', '.join(spec.contexts)}")
         return
 
-    process.serve(spec.app, host=args.host, port=args.port or spec.port, workers=args.workers)
+    process.serve(
+        spec.app,
+        host=args.host,
+        port=args.port or spec.port,
+        workers=args.workers,
+        # SERVICE_* settings: every process here is a service behind the gateway (a kata
+        # step's monolith included).
+        limits=ServiceSettings().server_limits(),
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from fastapi import APIRouter, FastAPI
 from bindings.http import remote_jwks, upstream
 from services.settings import ServiceSettings
 from shop.kernel.db import Database
+from shop.kernel.docs import install_docs
+from shop.kernel.edge import install_edge
 from shop.kernel.errors import install_error_handlers
 from shop.kernel.http import Upstream
 from shop.kernel.ops import router as ops_router
@@ -105,8 +107,13 @@ def build_app(
         summary="An online shop: identity, catalog, inventory, cart, orders, payments.",
         version="0.1.0",
         lifespan=lifespan,
+        # /docs with a strict Content-Security-Policy (shop.kernel.docs); no ReDoc.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_edge(app, settings)
+    install_docs(app)
     app.include_router(ops_router)
     for router in routers:
         app.include_router(router)

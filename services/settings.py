@@ -8,13 +8,14 @@ from pydantic import AliasChoices, Field, SecretStr
 
 from shop.cart.settings import CartSettings
 from shop.identity.settings import IdentitySettings
+from shop.kernel.edge import EdgeSettings
 from shop.kernel.settings import RemoteCallSettings
 from shop.kernel.topology import DEFAULT_TOPOLOGY
 from shop.orders.settings import OrdersSettings
 from shop.payments.settings import PaymentsSettings
 
 
-class ServiceSettings(RemoteCallSettings, env_prefix="SERVICE_"):
+class ServiceSettings(RemoteCallSettings, EdgeSettings, env_prefix="SERVICE_"):
     database_url: str | None = Field(
         None,
         validation_alias=AliasChoices("DATABASE_URL", "SERVICE_DATABASE_URL"),

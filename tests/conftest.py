@@ -13,6 +13,8 @@ LIVE_PROCESS_FILES = (
     "tests/system/",
     "tests/kata/test_launcher_data.py",
     "tests/loadtests/test_live_run.py",
+    "tests/security/test_server_limits.py",
+    "tests/security/test_slow_clients.py",
 )
 """Tests that start whole topologies as real processes and hold them to time budgets (a
 service restarted within its timeouts, a Locust run without a failure). They run one after
@@ -26,10 +28,13 @@ DATABASE_INDEPENDENT_FILES = (
     "tests/loadtests/test_checks.py",
     "tests/loadtests/test_report.py",
     "tests/loadtests/test_bench_options.py",
+    "tests/security/test_sqlite_files.py",
+    "tests/security/test_slow_clients.py",
 )
 """Tests that never touch the database under test: the unit tier (fakes for ports, a private
 SQLite file per test whatever TEST_DATABASE_URL says), the gateway (fake upstreams), the
-container files, the benchmark's checks, report and options. They are marked ``once``: the
+container files, the benchmark's checks, report and options, the security tier's SQLite file
+modes and slow clients (a gateway before small upstreams). They are marked ``once``: the
 PostgreSQL pass (``make test-postgres``) would only run them a second time, unchanged."""
 
 

@@ -25,7 +25,7 @@ from shop.kernel.db import Session
 from shop.kernel.errors import problems
 from shop.kernel.pagination import Page, Paging
 from shop.kernel.security import AdminUser, internal_caller
-from shop.kernel.types import Slug
+from shop.kernel.types import SearchText, Slug
 
 router = APIRouter(tags=["catalog"])
 
@@ -53,9 +53,7 @@ async def list_products(
     paging: Paging,
     category: Annotated[Slug | None, Query(description="A category slug")] = None,
     sku: Annotated[Sku | None, Query(description="Exactly this SKU")] = None,
-    q: Annotated[
-        str | None, Query(max_length=100, description="Text in name or description")
-    ] = None,
+    q: Annotated[SearchText | None, Query(description="Text in name or description")] = None,
     min_price: Annotated[PriceBound | None, Query(description="Minor units, inclusive")] = None,
     max_price: Annotated[PriceBound | None, Query(description="Minor units, inclusive")] = None,
     sort: ProductSort = ProductSort.ID,

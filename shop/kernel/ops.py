@@ -1,7 +1,13 @@
-"""Liveness and readiness endpoints, the same in every deployable."""
+"""Liveness and readiness endpoints, the same in every deployable.
+
+``/readyz`` is public wherever the deployable is (the monolith faces clients itself): it says
+whether the process can serve, never why not in terms of its internals. The reason goes to
+the log.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -11,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from shop.kernel.db import app_database
 from shop.kernel.errors import ServiceUnavailable, problems
 
+logger = logging.getLogger("shop.ops")
 router = APIRouter(tags=["ops"])
 
 
@@ -35,5 +42,6 @@ async def readyz(request: Request) -> Readiness:
     try:
         await app_database(request).ping()
     except (SQLAlchemyError, OSError) as exc:
-        raise ServiceUnavailable(f"The database is not reachable: {type(exc).__name__}.") from exc
+        logger.warning("not ready: the database is not reachable: %r", exc)
+        raise ServiceUnavailable("The database is not reachable.") from exc
     return Readiness(checks={"database": "ok"})

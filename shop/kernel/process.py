@@ -17,16 +17,32 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from shop.kernel.server import LIMITS_ENV, ServerLimits
+
 _FACTORY = "SHOP_APP_FACTORY"
+PROTOCOL = "shop.kernel.server:BoundedHttpToolsProtocol"
 
 
-def serve(factory: str, *, host: str, port: int, workers: int = 1, **options: Any) -> None:
+def serve(
+    factory: str,
+    *,
+    host: str,
+    port: int,
+    workers: int = 1,
+    limits: ServerLimits | None = None,
+    **options: Any,
+) -> None:
     """Serve the app that ``factory`` (``module:function``) builds, in each worker process;
-    ``options`` go to ``uvicorn.run`` as they are."""
+    ``options`` go to ``uvicorn.run`` as they are.
+
+    The HTTP protocol is uvicorn's httptools one with ``limits`` on what a client may send
+    (:mod:`shop.kernel.server`).
+    """
     import uvicorn
 
-    # Workers are new processes: they find the factory in their environment.
+    # Workers are new processes: they find the factory and the limits in their environment.
     os.environ[_FACTORY] = factory
+    os.environ[LIMITS_ENV] = (limits or ServerLimits()).to_env()
     uvicorn.run(
         f"{__name__}:built_app",
         factory=True,
@@ -34,6 +50,7 @@ def serve(factory: str, *, host: str, port: int, workers: int = 1, **options: An
         port=port,
         workers=workers,
         log_level="info",
+        http=PROTOCOL,
         **options,
     )
 

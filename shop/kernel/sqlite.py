@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import sqlite3
 import threading
@@ -265,6 +266,20 @@ def _use_wal(conn: sqlite3.Connection, timeout: float) -> bool:
             time.sleep(0.01)
 
 
+def create_private(path: str) -> None:
+    """Create the database file ``path``, readable and writable by its owner only, unless
+    it exists.
+
+    SQLite creates a missing file with the process's umask (usually world-readable) and
+    gives its -wal and -shm files the database file's mode: an empty file made here first,
+    0600, makes all three private. An existing file keeps the mode it has; a file that
+    cannot be made here (no such folder) is left to ``sqlite3.connect``, whose error the
+    database layer reports as it always did.
+    """
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def creator(
     database: str, *, pragmas: Sequence[str], timeout: float, uri: bool = False
 ) -> Callable[[], Any]:
@@ -276,6 +291,8 @@ def creator(
     """
 
     def connect() -> tuple[sqlite3.Connection, bool]:
+        if not uri and database != ":memory:":
+            create_private(database)
         conn = sqlite3.connect(
             database, timeout=timeout, isolation_level=None, check_same_thread=False, uri=uri
         )

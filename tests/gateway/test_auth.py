@@ -231,3 +231,17 @@ async def test_remembering_can_be_turned_off(tmp_path: Path, keys: Keys) -> None
         statuses = [(await client.get("/cart", headers=headers)).status_code for _ in range(3)]
     assert statuses == [200] * 3
     assert app.state.gateway.auth.verifications == 3
+
+
+async def test_several_authorization_headers_never_reach_a_service(
+    app: Any, upstreams: dict[str, Any], keys: Keys
+) -> None:
+    seen = upstreams["cart"][1]
+    headers = [("authorization", f"Bearer {keys.token()}"), ("authorization", "Bearer x.y.z")]
+    async with gateway_client(app) as client:
+        response = await client.get("/cart", headers=[*headers, ("x-request-id", "two-auth")])
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "/problems/bad-request"
+    assert response.headers["x-request-id"] == "two-auth"
+    assert seen.count == 0

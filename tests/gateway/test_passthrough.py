@@ -207,9 +207,13 @@ async def test_a_valid_traceparent_continues_with_a_new_parent_span(app: Any, ca
     assert header(catalog[1].last, "tracestate") == ["k=v"]
 
 
-async def test_a_large_request_body_streams_through(app: Any, catalog: Any) -> None:
+async def test_a_large_request_body_streams_through(tmp_path: Path, catalog: Any) -> None:
     piece = bytes(range(256)) * 256  # 64 KiB
     pieces = 64  # 4 MiB in all
+    # Over the default cap of 1 MiB (tests/gateway/test_body_limit.py): raised for this test.
+    app = build(
+        write_topology(tmp_path, ROUTES), {"catalog": asgi(catalog[0])}, max_body_bytes=8 << 20
+    )
     digest = hashlib.sha256(piece * pieces).hexdigest()
 
     async def body() -> AsyncIterator[bytes]:

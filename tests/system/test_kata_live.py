@@ -48,7 +48,11 @@ def test_the_step_runs_the_services_its_topology_names(kata_step: tuple[int, Lau
     assert launcher.gateway_url is not None
     ready = httpx2.get(f"{launcher.gateway_url}/readyz", timeout=10, trust_env=False)
     assert ready.status_code == 200, ready.text
-    assert set(ready.json()["checks"]) == {"monolith", *extracted}
+    assert ready.json()["checks"] == {"upstreams": "ok"}
+    for name in ("monolith", *extracted):
+        for url in launcher.urls[name]:
+            direct = httpx2.get(f"{url}/readyz", timeout=10, trust_env=False)
+            assert direct.status_code == 200, (url, direct.text)
 
 
 def test_the_monolith_serves_only_what_it_still_owns(kata_step: tuple[int, Launcher]) -> None:

@@ -118,7 +118,7 @@ def test_restart_by_name_while_the_gateway_keeps_answering(
         assert gateway is not None
         ready = httpx2.get(f"{gateway}/readyz", timeout=10, trust_env=False)
         assert ready.status_code == 200, ready.text
-        assert ready.json()["checks"] == {"monolith": "ok"}
+        assert ready.json()["checks"] == {"upstreams": "ok"}
 
         # Requests through the gateway: a login, a token checked at the edge, a public read.
         with httpx2.Client(base_url=gateway, timeout=30, trust_env=False) as client:
@@ -170,9 +170,9 @@ def test_restart_by_name_while_the_gateway_keeps_answering(
                 assert response.json()["type"] == "/problems/service-unavailable"
                 # Nothing listens: refused at once, never later than the connect timeout.
                 assert took < GATEWAY_CONNECT_TIMEOUT_SECONDS + 1.0, (path, took)
-            readyz = client.get("/readyz")
-            assert readyz.status_code == 503, readyz.text
-            assert "monolith" in readyz.json()["detail"]
+        # The gateway's readiness is cached for a second: bounded polling, not one look.
+        readyz = wait_for_status(f"{gateway}/readyz", 503, timeout=10)
+        assert readyz.json()["type"] == "/problems/service-unavailable"
 
         launcher.start("monolith")
         categories = wait_for_status(f"{gateway}/categories").json()

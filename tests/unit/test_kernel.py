@@ -386,6 +386,9 @@ async def test_healthz_and_readyz(app: FastAPI, client: httpx2.AsyncClient, tmp_
         app.state.database = Unreachable(engine=db.engine, reader=db.reader, writer=db.writer)
         body = problem(await client.get("/readyz"), 503, "service-unavailable")
         assert "connection refused" not in body["detail"]
+        # Nor the class of the error: a public endpoint tells no internals.
+        assert "Error" not in body["detail"], body
+        assert body["detail"] == "The database is not reachable."
         assert (await client.get("/healthz")).status_code == 200
     finally:
         await db.dispose()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from shop.kernel import process
+from shop.kernel.server import ServerLimits
 
 BUILT: list[object] = []
 
@@ -38,7 +39,11 @@ def test_serve_hands_uvicorn_the_freezing_factory(monkeypatch: pytest.MonkeyPatc
     calls: list[tuple[Any, dict[str, Any]]] = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
     monkeypatch.setenv("SHOP_APP_FACTORY", "")  # restored after the test, whatever serve sets
-    process.serve("monolith.app:create_app", host="127.0.0.1", port=8001, workers=2, x=1)
+    monkeypatch.setenv("SHOP_SERVER_LIMITS", "")
+    limits = ServerLimits(max_header_bytes=4096)
+    process.serve(
+        "monolith.app:create_app", host="127.0.0.1", port=8001, workers=2, limits=limits, x=1
+    )
     [(app, options)] = calls
     assert app == "shop.kernel.process:built_app"
     assert options == {
@@ -47,6 +52,9 @@ def test_serve_hands_uvicorn_the_freezing_factory(monkeypatch: pytest.MonkeyPatc
         "port": 8001,
         "workers": 2,
         "log_level": "info",
+        "http": "shop.kernel.server:BoundedHttpToolsProtocol",
         "x": 1,
     }
     assert os.environ["SHOP_APP_FACTORY"] == "monolith.app:create_app"
+    # Workers are new processes: the limits reach them through the environment too.
+    assert ServerLimits.from_env() == limits
