@@ -3,7 +3,8 @@
 python -m monolith keygen          create the JWT signing key if missing
 python -m monolith migrate         apply every context's migrations
 python -m monolith seed [--if-empty]
-python -m monolith create-admin --email EMAIL   (password from SHOP_ADMIN_PASSWORD or a prompt)
+python -m monolith create-admin --email EMAIL [--promote]
+                                   (password from SHOP_ADMIN_PASSWORD or a prompt)
 python -m monolith serve [--host 127.0.0.1] [--port 8000] [--workers 1]
 """
 
@@ -18,14 +19,16 @@ import sys
 import httpx2
 
 from loadtests.seed import SeedError, SeedPlan, is_seeded, seed
-from monolith.app import create_app
+from monolith.app import create_app, served_contexts
 from monolith.settings import MonolithSettings
+from shop.identity import service
 from shop.identity.dependencies import IdentityRuntime
-from shop.identity.service import ensure_admin
+from shop.identity.exceptions import EmailTaken
 from shop.identity.tokens import write_key_file
 from shop.kernel import process
 from shop.kernel.db import Database
 from shop.kernel.migrations import CONTEXTS, upgrade
+from shop.kernel.security import Role
 
 
 def _keygen(settings: MonolithSettings) -> None:
@@ -60,14 +63,33 @@ async def _seed(settings: MonolithSettings, plan: SeedPlan, if_empty: bool) -> N
         await seed(client, admin_email=email, admin_password=password.get_secret_value(), plan=plan)
 
 
-async def _create_admin(settings: MonolithSettings, email: str, password: str) -> None:
+async def _create_admin(
+    settings: MonolithSettings, email: str, password: str, *, promote: bool
+) -> None:
+    """Create an admin; with ``promote``, make an existing account one and set its password."""
     identity = IdentityRuntime.from_settings(settings.identity)
     db = Database.connect(settings.database_url)
     try:
         async with db.writer() as session, session.begin():
-            _, created = await ensure_admin(
-                session, passwords=identity.passwords, email=email, password=password
-            )
+            if promote:
+                _, created = await service.promote_admin(
+                    session, passwords=identity.passwords, email=email, password=password
+                )
+            else:
+                await service.create_user(
+                    session,
+                    passwords=identity.passwords,
+                    email=email,
+                    password=password,
+                    name="Admin",
+                    role=Role.ADMIN,
+                )
+                created = True
+    except EmailTaken:
+        sys.exit(
+            f"{email} is already registered: pass --promote to make that account an admin"
+            " and set its password to this one"
+        )
     finally:
         await db.dispose()
     print(f"{'created' if created else 'promoted'} admin {email}")
@@ -83,8 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     seed_cmd.add_argument("--products", type=int, default=SeedPlan.products)
     seed_cmd.add_argument("--categories", type=int, default=SeedPlan.categories)
     seed_cmd.add_argument("--stock", type=int, default=SeedPlan.stock)
-    admin = sub.add_parser("create-admin", help="create or promote an admin account")
+    admin = sub.add_parser("create-admin", help="create an admin account (or promote one)")
     admin.add_argument("--email", required=True)
+    admin.add_argument(
+        "--promote",
+        action="store_true",
+        help="if the email is registered, make that account an admin and set its password",
+    )
     serve = sub.add_parser("serve", help="serve the shop with uvicorn")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
@@ -106,8 +133,13 @@ def main(argv: list[str] | None = None) -> None:
         password = os.environ.get("SHOP_ADMIN_PASSWORD") or getpass.getpass("Password: ")
         if len(password) < 8:
             sys.exit("the password needs at least 8 characters")
-        asyncio.run(_create_admin(settings, args.email, password))
+        asyncio.run(_create_admin(settings, args.email, password, promote=args.promote))
     else:
+        if "identity" in served_contexts(settings):
+            try:
+                settings.identity.check_listener(args.host)
+            except ValueError as exc:
+                sys.exit(str(exc))
         process.serve(
             "monolith.app:create_app", host=args.host, port=args.port, workers=args.workers
         )

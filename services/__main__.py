@@ -13,6 +13,7 @@ import argparse
 import os
 import sys
 
+from shop.identity.settings import IdentitySettings
 from shop.kernel import process
 from shop.kernel.migrations import upgrade
 from shop.kernel.topology import TopologyError, load
@@ -46,6 +47,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{spec.name}: migrated {', '.join(spec.contexts)}")
         return
 
+    if "identity" in spec.contexts:
+        try:
+            IdentitySettings().check_listener(args.host)
+        except ValueError as exc:
+            sys.exit(str(exc))
     process.serve(spec.app, host=args.host, port=args.port or spec.port, workers=args.workers)
 
 

@@ -10,7 +10,12 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop.identity import repository
-from shop.identity.exceptions import InvalidCredentials, UserNotFound
+from shop.identity.exceptions import (
+    AdminBootstrapRefused,
+    EmailTaken,
+    InvalidCredentials,
+    UserNotFound,
+)
 from shop.identity.models import User
 from shop.identity.settings import IdentitySettings
 from shop.identity.tokens import TokenIssuer
@@ -99,27 +104,71 @@ async def get_user(session: AsyncSession, *, user_id: uuid.UUID) -> User:
 async def bootstrap_admin(
     db: Database, *, passwords: Passwords, settings: IdentitySettings
 ) -> User | None:
-    """Ensure the admin named by the settings exists (start-up of whoever serves identity)."""
+    """Create the admin the settings name, once; on every later start-up, check it.
+
+    The bootstrap never promotes: an account that already holds the email must be an admin
+    whose password is the configured one, or :class:`AdminBootstrapRefused` stops start-up.
+    Otherwise whoever registered a future admin's email first would become admin at the next
+    restart, with their own password, and a rotated password would be silently ignored.
+    ``python -m monolith create-admin --promote`` is the explicit way to promote an account.
+    """
     email, password = settings.bootstrap_admin_email, settings.bootstrap_admin_password
     if not email or password is None:
         return None
-    async with db.writer() as session, session.begin():
-        user, _ = await ensure_admin(
-            session, passwords=passwords, email=email, password=password.get_secret_value()
+    email, secret = normalise_email(email), password.get_secret_value()
+    async with db.reader() as session:
+        existing = await repository.get_user_by_email(session, email)
+    if existing is None:
+        try:
+            async with db.writer() as session, session.begin():
+                return await create_user(
+                    session,
+                    passwords=passwords,
+                    email=email,
+                    password=secret,
+                    name="Admin",
+                    role=Role.ADMIN,
+                )
+        except EmailTaken:
+            # Another replica starting at the same moment created it: check theirs.
+            async with db.reader() as session:
+                existing = await repository.get_user_by_email(session, email)
+            if existing is None:
+                raise
+    promote = f"python -m monolith create-admin --email {email} --promote"
+    if existing.role != Role.ADMIN.value:
+        raise AdminBootstrapRefused(
+            f"IDENTITY_BOOTSTRAP_ADMIN_EMAIL names {email}, which is registered as a"
+            f" {existing.role}: the bootstrap only creates admins, it never promotes an account"
+            f" someone else may have registered. If the account is yours, run `{promote}`"
+            " (it also sets the password); otherwise choose another admin email."
         )
-    return user
+    if not await passwords.verify(existing.password_hash, secret):
+        raise AdminBootstrapRefused(
+            f"the admin {email} exists, but IDENTITY_BOOTSTRAP_ADMIN_PASSWORD does not verify"
+            f" against its password: to rotate the password, run `{promote}` with the new one"
+            " (SHOP_ADMIN_PASSWORD), then restart with it."
+        )
+    return existing
 
 
-async def ensure_admin(
+async def promote_admin(
     session: AsyncSession, *, passwords: Passwords, email: str, password: str, name: str = "Admin"
 ) -> tuple[User, bool]:
-    """Make ``email`` an admin, creating the account if needed; True when created."""
+    """Make ``email`` an admin with ``password``, creating the account if needed; True when
+    created. An explicit operator action (``create-admin --promote``), never a start-up's."""
+    password_hash = await passwords.hash(password)
     existing = await repository.get_user_by_email(session, normalise_email(email))
-    if existing is not None:
-        existing.role = Role.ADMIN.value
-        await session.flush()
-        return existing, False
-    user = await create_user(
-        session, passwords=passwords, email=email, password=password, name=name, role=Role.ADMIN
-    )
-    return user, True
+    if existing is None:
+        user = User(
+            id=uuid.uuid4(),
+            email=normalise_email(email),
+            name=name,
+            password_hash=password_hash,
+            role=Role.ADMIN.value,
+        )
+        return await repository.add_user(session, user), True
+    existing.role = Role.ADMIN.value
+    existing.password_hash = password_hash
+    await session.flush()
+    return existing, False

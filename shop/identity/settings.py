@@ -6,7 +6,10 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
-from shop.kernel.settings import ShopSettings
+from shop.kernel.settings import ShopSettings, is_loopback
+
+DEVELOPMENT_ADMIN_PASSWORD = "shopkata-admin"  # noqa: S105 (published in the README)
+"""The local development admin password (the Makefile's default): refused off loopback."""
 
 
 class IdentitySettings(ShopSettings, env_prefix="IDENTITY_"):
@@ -28,4 +31,24 @@ class IdentitySettings(ShopSettings, env_prefix="IDENTITY_"):
     bootstrap_admin_email: str | None = Field(
         None, description="Created (once) as an admin at start-up when set"
     )
-    bootstrap_admin_password: SecretStr | None = None
+    bootstrap_admin_password: SecretStr | None = Field(
+        None,
+        description="The bootstrap admin's password; the development default "
+        f"{DEVELOPMENT_ADMIN_PASSWORD!r} is refused unless the server listens on loopback only",
+    )
+
+    def check_listener(self, host: str) -> None:
+        """Raise :class:`ValueError` when serving on ``host`` would publish an admin whose
+        password is in the README: the development password is for loopback only."""
+        password = self.bootstrap_admin_password
+        if (
+            self.bootstrap_admin_email
+            and password is not None
+            and password.get_secret_value() == DEVELOPMENT_ADMIN_PASSWORD
+            and not is_loopback(host)
+        ):
+            raise ValueError(
+                f"refusing to listen on {host}: IDENTITY_BOOTSTRAP_ADMIN_PASSWORD is the"
+                f" published development password {DEVELOPMENT_ADMIN_PASSWORD!r}, which is for"
+                " 127.0.0.1 only; set a password of your own (a .env file holds it)"
+            )

@@ -123,16 +123,19 @@ async def test_login_checks_the_password_and_ignores_the_email_case(
     assert await verifier.verify(token) == Principal(user_id=user.id, role=Role.CUSTOMER)
 
 
-async def test_ensure_admin_promotes_or_creates(db: Database, passwords: service.Passwords) -> None:
+async def test_promote_admin_promotes_or_creates_and_sets_the_password(
+    db: Database, passwords: service.Passwords
+) -> None:
     customer = await register(db, passwords, "boss@example.com")
 
     async with db.writer() as session, session.begin():
-        promoted, created = await service.ensure_admin(
-            session, passwords=passwords, email="Boss@Example.com", password="ignored!"
+        promoted, created = await service.promote_admin(
+            session, passwords=passwords, email="Boss@Example.com", password="admin's own"
         )
     assert (promoted.id, created) == (customer.id, False)
+    assert await passwords.verify(promoted.password_hash, "admin's own")
     async with db.writer() as session, session.begin():
-        fresh, created = await service.ensure_admin(
+        fresh, created = await service.promote_admin(
             session, passwords=passwords, email="root@example.com", password="long enough"
         )
     assert created is True
