@@ -78,6 +78,7 @@ class Gateway:
             issuer=settings.issuer,
             audience=settings.audience,
             remember_seconds=settings.verified_token_ttl_seconds,
+            jwks_max_age_seconds=settings.jwks_max_age_seconds,
         )
         self._client: ProxyClient | None = None
         self._openapi: tuple[float, dict[str, Any]] | None = None

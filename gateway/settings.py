@@ -48,6 +48,12 @@ class GatewaySettings(ShopSettings, env_prefix="GATEWAY_", populate_by_name=True
         description="How long a verified access token is taken on trust (never past its exp; "
         "0 verifies every request)",
     )
+    jwks_max_age_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How long the JWKS is used before it is loaded again: a retired key's "
+        "tokens are refused, remembered ones included, within this time",
+    )
     breaker_threshold: int = Field(5, ge=1, description="Failures in a row that open a circuit")
     breaker_reset_seconds: float = Field(
         2.0, gt=0, description="How long an open circuit fails fast before one probe"

@@ -1,6 +1,9 @@
 """The monolith's command line (settings come from the environment, like the server's).
 
 python -m monolith keygen          create the JWT signing key if missing
+python -m monolith rotate-key      sign with a new key; the current one stays published
+python -m monolith retire-keys [--kid KID]   unpublish keys set aside a token lifetime ago
+                                   (or the one named, at once)
 python -m monolith migrate         apply every context's migrations
 python -m monolith seed [--if-empty]
 python -m monolith create-admin --email EMAIL [--promote]
@@ -24,7 +27,7 @@ from monolith.settings import MonolithSettings
 from shop.identity import service
 from shop.identity.dependencies import IdentityRuntime
 from shop.identity.exceptions import EmailTaken
-from shop.identity.tokens import write_key_file
+from shop.identity.tokens import retire_key_files, rotate_key_file, write_key_file
 from shop.kernel import process
 from shop.kernel.db import Database
 from shop.kernel.migrations import CONTEXTS, upgrade
@@ -37,6 +40,33 @@ def _keygen(settings: MonolithSettings) -> None:
         print(f"created signing key {path}")
     else:
         print(f"signing key {path} exists")
+
+
+def _rotate_key(settings: MonolithSettings) -> None:
+    path = settings.identity.signing_key_file
+    if not path.is_file():
+        sys.exit(f"no signing key at {path} to rotate: run keygen first")
+    try:
+        old, new = rotate_key_file(path)
+    except RuntimeError as exc:
+        sys.exit(str(exc))
+    ttl = settings.identity.access_token_ttl_seconds
+    print(f"new signing key {new.kid} in {path}; new tokens are signed with it")
+    print(
+        f"the previous key {old.kid} stays published for its tokens' lifetime ({ttl} s), then"
+        " leaves the JWKS by itself; `retire-keys` deletes it then, `retire-keys --kid"
+        f" {old.kid}` retires it at once"
+    )
+
+
+def _retire_keys(settings: MonolithSettings, kid: str | None) -> None:
+    path = settings.identity.signing_key_file
+    retired = retire_key_files(
+        path, ttl_seconds=settings.identity.access_token_ttl_seconds, kid=kid
+    )
+    if kid is not None and kid not in retired:
+        sys.exit(f"no set-aside key {kid} beside {path} (the signing key itself cannot be retired)")
+    print(f"retired {', '.join(retired)}" if retired else "no key to retire yet")
 
 
 def _migrate(settings: MonolithSettings) -> None:
@@ -99,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m monolith", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("keygen", help="create the JWT signing key file if it is missing")
+    sub.add_parser("rotate-key", help="sign with a new key, keep the current one published")
+    retire = sub.add_parser("retire-keys", help="unpublish keys rotated out a token lifetime ago")
+    retire.add_argument("--kid", help="retire this key at once (a compromised key)")
     sub.add_parser("migrate", help="apply every context's migrations to DATABASE_URL")
     seed_cmd = sub.add_parser("seed", help="load the deterministic demo catalog")
     seed_cmd.add_argument("--if-empty", action="store_true")
@@ -121,6 +154,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = MonolithSettings()
     if args.command == "keygen":
         _keygen(settings)
+    elif args.command == "rotate-key":
+        _rotate_key(settings)
+    elif args.command == "retire-keys":
+        _retire_keys(settings, args.kid)
     elif args.command == "migrate":
         _migrate(settings)
     elif args.command == "seed":

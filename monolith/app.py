@@ -198,10 +198,10 @@ def create_app(
             processor = FakeCardProcessor(delay_seconds=settings.payments.processor_delay_seconds)
             jwks: JwksSource
             if identity_runtime is not None:
-                signing_key = identity_runtime.signing_key
+                keys = identity_runtime.keys
 
                 async def local_jwks() -> dict[str, Any]:
-                    return signing_key.jwks()
+                    return keys.jwks()
 
                 jwks = local_jwks
                 app.state.identity = identity_runtime
@@ -211,7 +211,10 @@ def create_app(
             app.state.database = db
             app.state.internal_token = internal_token
             app.state.token_verifier = TokenVerifier(
-                jwks, issuer=settings.identity.issuer, audience=settings.identity.audience
+                jwks,
+                issuer=settings.identity.issuer,
+                audience=settings.identity.audience,
+                max_age_seconds=settings.identity.jwks_max_age_seconds,
             )
             app.state.cart_settings = settings.cart
             app.state.ports = _bind(served, db, processor, remote)

@@ -94,7 +94,10 @@ def build_app(
             app.state.database = db
             app.state.internal_token = internal_token
             app.state.token_verifier = TokenVerifier(
-                source, issuer=settings.identity.issuer, audience=settings.identity.audience
+                source,
+                issuer=settings.identity.issuer,
+                audience=settings.identity.audience,
+                max_age_seconds=settings.identity.jwks_max_age_seconds,
             )
             await wire(app, runtime)
             yield

@@ -26,7 +26,7 @@ def create_app(
 
     def local_jwks(_: Runtime) -> JwksSource:
         async def load() -> dict[str, Any]:
-            return identity.signing_key.jwks()
+            return identity.keys.jwks()
 
         return load
 

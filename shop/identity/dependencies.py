@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 
 from shop.identity.service import Passwords, password_hasher
 from shop.identity.settings import IdentitySettings
-from shop.identity.tokens import SigningKey, TokenIssuer
+from shop.identity.tokens import SigningKeys, TokenIssuer, signing_keys
 
 
 @dataclass(frozen=True)
@@ -17,18 +17,19 @@ class IdentityRuntime:
     """What identity needs at run time, built once per app from its settings."""
 
     passwords: Passwords
-    signing_key: SigningKey
+    keys: SigningKeys
+    """The key that signs and the keys the JWKS publishes (a file's rotations included)."""
     issuer: TokenIssuer
 
     @classmethod
     def from_settings(cls, settings: IdentitySettings) -> IdentityRuntime:
-        """Load the signing key (fails fast when it is missing) and the password hasher."""
-        key = SigningKey.from_settings(settings)
+        """Load the signing keys (fails fast when missing or exposed) and the password hasher."""
+        keys = signing_keys(settings)
         return cls(
             passwords=Passwords(password_hasher(settings)),
-            signing_key=key,
+            keys=keys,
             issuer=TokenIssuer(
-                key=key,
+                key=keys,
                 issuer=settings.issuer,
                 audience=settings.audience,
                 ttl_seconds=settings.access_token_ttl_seconds,

@@ -60,4 +60,4 @@ async def me(principal: CurrentUser, session: Session) -> Any:
 @router.get("/.well-known/jwks.json", response_model=Jwks)
 async def jwks(identity: Identity) -> Any:
     """The public keys that verify access tokens."""
-    return identity.signing_key.jwks()
+    return identity.keys.jwks()

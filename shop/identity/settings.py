@@ -23,6 +23,12 @@ class IdentitySettings(ShopSettings, env_prefix="IDENTITY_"):
     issuer: str = "shopkata"
     audience: str = "shopkata"
     access_token_ttl_seconds: int = Field(3600, ge=60, le=86_400)
+    jwks_max_age_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How long a verifier uses the JWKS it loaded before loading it again: a "
+        "retired key stops verifying everywhere within this time",
+    )
     # argon2id cost: the defaults follow RFC 9106's second recommendation; load tests and
     # the test suites lower them, because a login is otherwise ~200 ms of CPU.
     argon2_time_cost: int = Field(3, ge=1)
