@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 
 from shop.kernel.settings import ShopSettings
 from shop.kernel.topology import DEFAULT_TOPOLOGY, parse_replicas
@@ -30,6 +30,12 @@ class GatewaySettings(ShopSettings, env_prefix="GATEWAY_", populate_by_name=True
         "aiohttp",
         description="Upstream HTTP client of the proxy path (aiohttp measured faster; "
         "docs/gateway.md)",
+    )
+    edge_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("SHOP_EDGE_TOKEN", "GATEWAY_EDGE_TOKEN"),
+        description="Shared with the services (not the internal token): sent with the "
+        "caller's address, which the services then trust for per-address limits",
     )
     issuer: str = Field("shopkata", description="The `iss` every access token must carry")
     audience: str = Field("shopkata", description="The `aud` every access token must carry")

@@ -178,7 +178,13 @@ def main(argv: list[str] | None = None) -> None:
             except ValueError as exc:
                 sys.exit(str(exc))
         process.serve(
-            "monolith.app:create_app", host=args.host, port=args.port, workers=args.workers
+            "monolith.app:create_app",
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            # X-Forwarded-For is the caller's to write: the address sign-in limits count is the
+            # connection's peer, or the gateway's word for it (shop.kernel.security).
+            proxy_headers=False,
         )
 
 

@@ -205,11 +205,15 @@ def create_app(
 
                 jwks = local_jwks
                 app.state.identity = identity_runtime
+                stack.push_async_callback(identity_runtime.aclose)
             else:
                 bindings = remote()
                 jwks = bindings.http.remote_jwks(bindings("identity"))
             app.state.database = db
             app.state.internal_token = internal_token
+            app.state.edge_token = (
+                settings.edge_token.get_secret_value() if settings.edge_token else ""
+            )
             app.state.token_verifier = TokenVerifier(
                 jwks,
                 issuer=settings.identity.issuer,

@@ -52,7 +52,15 @@ def main(argv: list[str] | None = None) -> None:
             IdentitySettings().check_listener(args.host)
         except ValueError as exc:
             sys.exit(str(exc))
-    process.serve(spec.app, host=args.host, port=args.port or spec.port, workers=args.workers)
+    process.serve(
+        spec.app,
+        host=args.host,
+        port=args.port or spec.port,
+        workers=args.workers,
+        # Behind the gateway the caller's address comes with the edge token, never from
+        # X-Forwarded-For (shop.kernel.security.client_address).
+        proxy_headers=False,
+    )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from shop.kernel.topology import Topology, load
 from tests import support
 
 INTERNAL_TOKEN = "in-process-internal-token"
+EDGE_TOKEN = "in-process-edge-token"
 MONOLITH_APP = "monolith.app:create_app"
 
 
@@ -72,12 +73,14 @@ def _settings(
                 "topology": topology.source,
                 "service_name": service,
                 "internal_token": SecretStr(INTERNAL_TOKEN),
+                "edge_token": SecretStr(EDGE_TOKEN) if topology.gateway_port else None,
             }
         )
     settings_module = importlib.import_module("services.settings")
     return settings_module.ServiceSettings(
         database_url=url,
         internal_token=SecretStr(INTERNAL_TOKEN),
+        edge_token=SecretStr(EDGE_TOKEN),
         topology=topology.source,
         identity=base.identity,
         payments=base.payments,
@@ -144,6 +147,7 @@ async def deployment(
                     topology=topology.source,
                     issuer=support.ISSUER,
                     audience=support.AUDIENCE,
+                    edge_token=SecretStr(EDGE_TOKEN),
                     **(gateway_overrides or {}),
                 ),
                 transports=transports,

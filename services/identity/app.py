@@ -32,6 +32,7 @@ def create_app(
 
     async def wire(app: FastAPI, runtime: Runtime) -> None:
         app.state.identity = identity
+        runtime.stack.push_async_callback(identity.aclose)
         await bootstrap_admin(runtime.db, passwords=identity.passwords, settings=settings.identity)
 
     return build_app(

@@ -34,6 +34,38 @@ class IdentitySettings(ShopSettings, env_prefix="IDENTITY_"):
     argon2_time_cost: int = Field(3, ge=1)
     argon2_memory_kib: int = Field(65_536, ge=8)
     argon2_parallelism: int = Field(4, ge=1)
+    # Sign-in flood and brute force (docs/api.md: 429 and 503 at /auth/token).
+    max_concurrent_hashes: int = Field(
+        2,
+        ge=1,
+        description="Password hashes (sign-in, registration) computed at once per process; "
+        "each takes ~200 ms of CPU and argon2_memory_kib of memory",
+    )
+    hash_wait_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="How long a sign-in waits for a hashing slot before a 503 with Retry-After",
+    )
+    throttle_account_failures: int = Field(
+        5, ge=1, description="Failed sign-ins on one account, within the window, before back-off"
+    )
+    throttle_address_failures: int = Field(
+        30, ge=1, description="Failed sign-ins from one client address before back-off"
+    )
+    throttle_window_seconds: int = Field(
+        900, ge=1, description="Failures are forgotten this long after the last one"
+    )
+    throttle_base_delay_seconds: float = Field(
+        1.0, gt=0, description="The first back-off; each further failure doubles it"
+    )
+    throttle_max_delay_seconds: float = Field(
+        900.0, gt=0, description="The longest back-off one failure can impose"
+    )
+    throttle_redis_url: str | None = Field(
+        None,
+        description="Count failures in Redis (redis://host:6379/0), shared by every replica; "
+        "unset: in this process's memory",
+    )
     bootstrap_admin_email: str | None = Field(
         None, description="Created (once) as an admin at start-up when set"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import logging
 import time
 import uuid
@@ -22,7 +23,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shop.kernel.errors import Forbidden, Unauthorized
-from shop.kernel.http import INTERNAL_TOKEN_HEADER
+from shop.kernel.http import CLIENT_ADDRESS_HEADER, EDGE_TOKEN_HEADER, INTERNAL_TOKEN_HEADER
 
 ALGORITHM = "EdDSA"
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
@@ -263,7 +264,32 @@ async def internal_caller(request: Request) -> None:
         raise Forbidden("This endpoint is for the shop's own services.")
 
 
+async def client_address(request: Request) -> str:
+    """The address the caller connected from, as the edge saw it.
+
+    Behind the gateway every request comes from the gateway, so the gateway tells the
+    service its caller's address in ``X-Shop-Client-Address``, proved by
+    ``X-Shop-Edge-Token`` (``SHOP_EDGE_TOKEN``, shared by the gateway and the services
+    only). It strips both headers from what clients send, and without the token the header is
+    ignored: a client cannot choose the address it is counted under. Otherwise the address is
+    the connection's own peer (uvicorn runs without proxy headers: ``X-Forwarded-For`` is
+    not trusted either).
+    """
+    expected = getattr(request.app.state, "edge_token", "")
+    forwarded = request.headers.get(CLIENT_ADDRESS_HEADER)
+    if forwarded and isinstance(expected, str) and expected:
+        given = request.headers.get(EDGE_TOKEN_HEADER, "")
+        if hmac.compare_digest(given.encode(), expected.encode()):
+            try:
+                return str(ipaddress.ip_address(forwarded.strip()))
+            except ValueError:
+                pass  # the gateway writes an address; anything else is not believed
+    return request.client.host if request.client else "unknown"
+
+
 CurrentUser = Annotated[Principal, Depends(current_principal)]
 """Any authenticated caller."""
 AdminUser = Annotated[Principal, Depends(admin_principal)]
 """An authenticated administrator; customers get 403."""
+ClientAddress = Annotated[str, Depends(client_address)]
+"""The caller's network address (the gateway's caller, behind the gateway)."""

@@ -33,6 +33,7 @@ _VARIABLE = re.compile(
 SECRETS = {
     "POSTGRES_PASSWORD": "test-database-password",
     "SHOP_INTERNAL_TOKEN": "test-internal-token",
+    "SHOP_EDGE_TOKEN": "test-edge-token",
     "IDENTITY_BOOTSTRAP_ADMIN_PASSWORD": "test-admin-password",
 }
 """What a .env file beside docker-compose.yml would hold: compose refuses to run without."""

@@ -67,6 +67,8 @@ def test_the_secrets_reach_the_processes_that_need_them() -> None:
     every = services()
     identity_env = every["identity"]["environment"]
     assert identity_env["SHOP_INTERNAL_TOKEN"] == SECRETS["SHOP_INTERNAL_TOKEN"]
+    for name in ("identity", "kata-monolith", "gateway", "kata-gateway"):
+        assert every[name]["environment"]["SHOP_EDGE_TOKEN"] == SECRETS["SHOP_EDGE_TOKEN"]
     assert (
         identity_env["IDENTITY_BOOTSTRAP_ADMIN_PASSWORD"]
         == (SECRETS["IDENTITY_BOOTSTRAP_ADMIN_PASSWORD"])
