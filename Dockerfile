@@ -45,7 +45,8 @@ ENV PATH=/app/.venv/bin:$PATH \
 RUN groupadd --system --gid 10001 shop \
     && useradd --system --uid 10001 --gid shop --home-dir /app --no-create-home shop \
     && mkdir -p /app/var/keys \
-    && chown -R shop:shop /app/var
+    && chown -R shop:shop /app/var \
+    && chmod 700 /app/var/keys
 WORKDIR /app
 COPY --chown=root:root shop ./shop
 COPY --chown=root:root monolith ./monolith
@@ -56,7 +57,8 @@ COPY --chown=root:root loadtests ./loadtests
 COPY --chown=root:root topologies ./topologies
 COPY --chown=root:root docker/topology-services.toml docker/topology-gateway-monolith.toml ./docker/
 # var/ (keys, SQLite files, launcher runs) is the only place the app writes; compose mounts
-# a named volume on var/keys, which starts with this folder's owner (uid 10001).
+# a named volume on var/keys, which starts with this folder's owner (uid 10001) and mode
+# (0700: the signing keys are for that user alone).
 USER 10001:10001
 
 # -- locust: a master or a worker of a distributed load test (docker-compose.yml) ---------

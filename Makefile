@@ -18,7 +18,8 @@ PG_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
-# Local development defaults (the README lists them); real deployments set their own.
+# Local development defaults (the README lists them); real deployments set their own. The
+# password is for loopback only: a server listening elsewhere refuses it.
 export IDENTITY_BOOTSTRAP_ADMIN_EMAIL ?= admin@shopkata.local
 export IDENTITY_BOOTSTRAP_ADMIN_PASSWORD ?= shopkata-admin
 
@@ -59,13 +60,16 @@ RUNTIME ?= native
 COMPOSE ?= docker compose
 comma := ,
 compose_runtime = $(filter compose,$(RUNTIME))
+# Compose takes its secrets from .env (docs/containers.md): the Makefile's development
+# password must not reach it, and would win over .env if it did.
+COMPOSE_ENV = $(if $(filter file,$(origin IDENTITY_BOOTSTRAP_ADMIN_PASSWORD)),env -u IDENTITY_BOOTSTRAP_ADMIN_PASSWORD)
 ifeq ($(filter native compose,$(RUNTIME)),)
 $(error RUNTIME must be native or compose, not "$(RUNTIME)")
 endif
 
 up-monolith: $(if $(compose_runtime),,seed) ## Serve the modular monolith on http://127.0.0.1:8000 (docs at /docs)
 ifeq ($(RUNTIME),compose)
-	PORT=$(PORT) WORKERS=$(WORKERS) $(COMPOSE) --profile monolith up --build
+	PORT=$(PORT) WORKERS=$(WORKERS) $(COMPOSE_ENV) $(COMPOSE) --profile monolith up --build
 else
 	@echo "shopkata monolith: http://$(HOST):$(PORT)  docs: http://$(HOST):$(PORT)/docs"
 	@echo "admin: $(IDENTITY_BOOTSTRAP_ADMIN_EMAIL) / $(IDENTITY_BOOTSTRAP_ADMIN_PASSWORD)"
@@ -85,7 +89,7 @@ LAUNCHER_RUN = $(if $(STEP),--data kata,--topology $(TOPOLOGY))
 
 up-services: $(if $(compose_runtime),,keys) ## Every service + the gateway on :8000 (REPLICAS="catalog=2" DATABASE=postgres)
 ifeq ($(RUNTIME),compose)
-	PORT=$(PORT) $(COMPOSE) --profile services up --build \
+	PORT=$(PORT) $(COMPOSE_ENV) $(COMPOSE) --profile services up --build \
 		$(foreach item,$(subst $(comma), ,$(REPLICAS)),--scale $(item))
 else
 	$(BIN)/python -m launcher up --topology $(TOPOLOGY) --port $(PORT) \

@@ -30,7 +30,7 @@ from bench import procs
 from bench import report as rep
 from bench.run import REPO, Bench, Deployment, Plan, say, server_env
 from launcher import Launcher, Timeouts, topologies
-from shop.identity.tokens import generate_private_key_pem
+from shop.identity.tokens import write_key_file
 
 
 @contextmanager
@@ -41,7 +41,8 @@ def side(
     scratch = out / "scratch" / label
     scratch.mkdir(parents=True, exist_ok=True)
     key_file = scratch / "signing-key.pem"
-    key_file.write_text(generate_private_key_pem())
+    key_file.unlink(missing_ok=True)
+    write_key_file(key_file)  # 0600: identity refuses a key file others can read
     env = server_env(scratch, key_file)
     topology = topologies.resolve(checkout / topology_file)
     topology = topologies.relocate(topology, offset=topologies.free_port_offset(topology))

@@ -38,7 +38,7 @@ from bench import procs
 from bench import report as rep
 from kata import steps as kata
 from launcher import Launcher, LauncherError, Timeouts, topologies
-from shop.identity.tokens import generate_private_key_pem
+from shop.identity.tokens import write_key_file
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
@@ -181,7 +181,8 @@ def monolith(out: Path, plan: Plan, *, workers: int = 1) -> Iterator[Deployment]
     scratch = out / "scratch" / f"monolith-w{workers}"
     scratch.mkdir(parents=True, exist_ok=True)
     key_file = scratch / "signing-key.pem"
-    key_file.write_text(generate_private_key_pem())
+    key_file.unlink(missing_ok=True)
+    write_key_file(key_file)  # 0600: identity refuses a key file others can read
     env = server_env(scratch, key_file)
     env["DATABASE_URL"] = f"sqlite+aiosqlite:///{scratch / 'shop.db'}"
     python = sys.executable
@@ -287,7 +288,8 @@ def launched(
     scratch = out / "scratch" / label
     scratch.mkdir(parents=True, exist_ok=True)
     key_file = scratch / "signing-key.pem"
-    key_file.write_text(generate_private_key_pem())
+    key_file.unlink(missing_ok=True)
+    write_key_file(key_file)  # 0600: identity refuses a key file others can read
     env = server_env(scratch, key_file)
     for attempt in range(1, START_ATTEMPTS + 1):
         topology = topologies.resolve(topology_file, replicas=replicas)

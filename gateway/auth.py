@@ -31,7 +31,9 @@ class EdgeAuth:
     A token that verified is remembered until it expires, and at most ``remember_seconds``:
     verifying an EdDSA token costs about as much CPU as the whole proxy hop (docs/gateway.md),
     and a client sends the same token with every request. Only successes are remembered,
-    keyed by the whole token, so a token that differs by one byte is verified afresh.
+    keyed by the whole token, so a token that differs by one byte is verified afresh; and
+    with the key that verified it, so a token whose key was retired (it left the JWKS the
+    verifier loads every ``jwks_max_age_seconds``) is refused at once.
     """
 
     def __init__(
@@ -42,22 +44,30 @@ class EdgeAuth:
         audience: str,
         remember_seconds: float = REMEMBER_SECONDS,
         remember_tokens: int = REMEMBER_TOKENS,
+        jwks_max_age_seconds: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._load_jwks = load_jwks
         self._issuer = issuer
         self._audience = audience
         self._loaded = False
+        self._jwks_max_age = jwks_max_age_seconds
         self._verifier = self._new_verifier()
         self._remember_seconds = remember_seconds
         self._remember_tokens = remember_tokens
         self._clock = clock
-        self._verified: dict[str, float] = {}
+        # token -> (remembered until, the kid of the key that verified it)
+        self._verified: dict[str, tuple[float, str]] = {}
         self.verifications = 0
         """How many tokens were verified cryptographically (the rest were remembered)."""
 
     def _new_verifier(self) -> TokenVerifier:
-        return TokenVerifier(self._load, issuer=self._issuer, audience=self._audience)
+        return TokenVerifier(
+            self._load,
+            issuer=self._issuer,
+            audience=self._audience,
+            max_age_seconds=self._jwks_max_age,
+        )
 
     async def _load(self) -> dict[str, Any]:
         document = await self._load_jwks()
@@ -75,9 +85,11 @@ class EdgeAuth:
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("The Authorization header must hold a bearer access token.")
         now = self._clock()
-        until = self._verified.get(token)
-        if until is not None:
-            if now < until:
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            await self._verifier.refresh_if_stale()
+            until, kid = remembered
+            if now < until and self._verifier.knows(kid):
                 return
             del self._verified[token]
         verifier = self._verifier
@@ -97,10 +109,12 @@ class EdgeAuth:
             self._remember(token, now)
 
     def _remember(self, token: str, now: float) -> None:
-        # The verifier accepted the token, so its claims parse and hold a numeric exp.
+        # The verifier accepted the token, so its header names a kid and its claims parse
+        # and hold a numeric exp.
         expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+        kid = str(jwt.get_unverified_header(token)["kid"])
         if len(self._verified) >= self._remember_tokens:
             # Forget the oldest entry (dicts keep insertion order): bounded memory under a
             # flood of distinct valid tokens.
             del self._verified[next(iter(self._verified))]
-        self._verified[token] = min(float(expires), now + self._remember_seconds)
+        self._verified[token] = (min(float(expires), now + self._remember_seconds), kid)

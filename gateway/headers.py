@@ -9,7 +9,7 @@ import os
 import re
 import uuid
 
-from shop.kernel.http import INTERNAL_TOKEN_HEADER
+from shop.kernel.http import CLIENT_ADDRESS_HEADER, EDGE_TOKEN_HEADER, INTERNAL_TOKEN_HEADER
 
 REQUEST_ID = "x-request-id"
 TRACEPARENT = "traceparent"
@@ -32,6 +32,9 @@ HOP_BY_HOP = frozenset(
 DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {
     # Services trust this header on service-to-service calls: a caller must never set it.
     INTERNAL_TOKEN_HEADER.lower().encode("latin-1"),
+    # Services believe the caller's address only from the gateway: set below, never passed on.
+    EDGE_TOKEN_HEADER.lower().encode("latin-1"),
+    CLIENT_ADDRESS_HEADER.lower().encode("latin-1"),
     # The client library writes the upstream's own Host; the caller's goes as X-Forwarded-Host.
     b"host",
     # The gateway's server already answered any 100-continue with the caller.

@@ -27,11 +27,15 @@ from gateway.headers import (
 from gateway.upstreams import CallerBody, CallerBodyTooLarge, CallerDisconnected, ServicePool
 from shop.kernel.edge import AMBIGUOUS_AUTHORIZATION, NOSNIFF
 from shop.kernel.errors import PROBLEM_CONTENT_TYPE, NotFound, ShopError, problem_body
+from shop.kernel.http import CLIENT_ADDRESS_HEADER, EDGE_TOKEN_HEADER
 
 if TYPE_CHECKING:
     from gateway.runtime import Gateway
 
 logger = logging.getLogger("gateway.proxy")
+
+CLIENT_ADDRESS = CLIENT_ADDRESS_HEADER.lower().encode("latin-1")
+EDGE_TOKEN = EDGE_TOKEN_HEADER.lower().encode("latin-1")
 
 OWN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 """Answered by the gateway itself, never proxied."""
@@ -62,7 +66,10 @@ async def send_problem(send: Send, error: ShopError, request_id: bytes) -> None:
         (b"content-length", str(len(body)).encode()),
         (b"x-request-id", request_id),
         NOSNIFF,
-        *((name.lower().encode(), value.encode()) for name, value in error.headers.items()),
+        *(
+            (name.lower().encode(), value.encode())
+            for name, value in error.response_headers.items()
+        ),
     ]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -175,6 +182,11 @@ class ProxyMiddleware:
         if client_addr:
             caller = str(client_addr[0]).encode()
             forwarded_for = forwarded_for + b", " + caller if forwarded_for else caller
+            if gateway.edge_token is not None:
+                # The address the services count sign-in failures under (per-address limits):
+                # the connection's own peer, proved by the token they share with the gateway.
+                forwarded.append((CLIENT_ADDRESS, caller))
+                forwarded.append((EDGE_TOKEN, gateway.edge_token))
         forwarded.append((b"x-request-id", rid_bytes))
         forwarded.append((b"traceparent", traceparent(incoming_trace).encode()))
         if forwarded_for:

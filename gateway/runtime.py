@@ -54,6 +54,15 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.topology = topology
+        self.edge_token: bytes | None = (
+            settings.edge_token.get_secret_value().encode() if settings.edge_token else None
+        )
+        """Sent with the caller's address to the services (``SHOP_EDGE_TOKEN``)."""
+        if self.edge_token is None:
+            logger.warning(
+                "SHOP_EDGE_TOKEN is not set: the services cannot tell callers apart, and"
+                " identity counts every failed sign-in under the gateway's own address"
+            )
         self.info = dict(info)
         self._transports = dict(transports) if transports is not None else None
 
@@ -80,6 +89,7 @@ class Gateway:
             issuer=settings.issuer,
             audience=settings.audience,
             remember_seconds=settings.verified_token_ttl_seconds,
+            jwks_max_age_seconds=settings.jwks_max_age_seconds,
         )
         self.body_limit = BodyLimit(settings.max_body_bytes)
         self._client: ProxyClient | None = None

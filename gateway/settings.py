@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 
 from shop.kernel.edge import EdgeSettings
 from shop.kernel.topology import DEFAULT_TOPOLOGY, parse_replicas
@@ -31,6 +31,12 @@ class GatewaySettings(EdgeSettings, env_prefix="GATEWAY_", populate_by_name=True
         description="Upstream HTTP client of the proxy path (aiohttp measured faster; "
         "docs/gateway.md)",
     )
+    edge_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("SHOP_EDGE_TOKEN", "GATEWAY_EDGE_TOKEN"),
+        description="Shared with the services (not the internal token): sent with the "
+        "caller's address, which the services then trust for per-address limits",
+    )
     issuer: str = Field("shopkata", description="The `iss` every access token must carry")
     audience: str = Field("shopkata", description="The `aud` every access token must carry")
     connect_timeout_seconds: float = Field(1.0, gt=0)
@@ -52,6 +58,12 @@ class GatewaySettings(EdgeSettings, env_prefix="GATEWAY_", populate_by_name=True
         ge=0,
         description="How long a verified access token is taken on trust (never past its exp; "
         "0 verifies every request)",
+    )
+    jwks_max_age_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How long the JWKS is used before it is loaded again: a retired key's "
+        "tokens are refused, remembered ones included, within this time",
     )
     breaker_threshold: int = Field(5, ge=1, description="Failures in a row that open a circuit")
     breaker_reset_seconds: float = Field(

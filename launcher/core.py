@@ -29,6 +29,7 @@ GATEWAY = "gateway"
 DEFAULT_GATEWAY_APP = "gateway.app:create_app"
 LOG_TAIL_LINES = 40
 INTERNAL_TOKEN_ENV = "SHOP_INTERNAL_TOKEN"  # noqa: S105 (the name of a variable)
+EDGE_TOKEN_ENV = "SHOP_EDGE_TOKEN"  # noqa: S105 (the name of a variable)
 SEED_CONTEXTS = ("identity", "catalog", "inventory")
 """What the demo seed talks to: a login, categories and products, stock."""
 
@@ -133,8 +134,9 @@ class Launcher:
     to move it); it is written to ``run_dir/topology.toml`` and every process reads it
     through ``SHOP_TOPOLOGY``. ``databases`` maps each service to its own database URL.
     ``env`` is the environment passed through to every process (default: this process's);
-    the launcher adds ``DATABASE_URL``, ``SHOP_TOPOLOGY``, ``SHOP_REPLICAS`` and a random
-    ``SHOP_INTERNAL_TOKEN`` shared by the services of this run.
+    the launcher adds ``DATABASE_URL``, ``SHOP_TOPOLOGY``, ``SHOP_REPLICAS``, a random
+    ``SHOP_INTERNAL_TOKEN`` shared by the services of this run, and a random
+    ``SHOP_EDGE_TOKEN`` shared by them and the gateway (which vouches for callers' addresses).
 
     Names accepted by :meth:`start`, :meth:`stop` and :meth:`restart`: a service name (all
     its replicas), one replica (``catalog-1``), or ``gateway``.
@@ -169,6 +171,7 @@ class Launcher:
         self._progress = progress
         self._base_env = dict(os.environ if env is None else env)
         self.internal_token = secrets.token_urlsafe(32)
+        self.edge_token = secrets.token_urlsafe(32)
         self.topology_file = self.run_dir / "topology.toml"
         self._lock = threading.RLock()
         self._started_pids: list[int] = []
@@ -447,6 +450,7 @@ class Launcher:
             "PYTHONUNBUFFERED": "1",
             "SHOP_TOPOLOGY": str(self.topology_file),
             "SHOP_REPLICAS": topologies.replicas_text(self.topology),
+            EDGE_TOKEN_ENV: self.edge_token,
         }
 
     def _service_env(self, service: str) -> dict[str, str]:

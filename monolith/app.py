@@ -200,20 +200,27 @@ def create_app(
             payments_runtime = PaymentsRuntime.from_settings(settings.payments)
             jwks: JwksSource
             if identity_runtime is not None:
-                signing_key = identity_runtime.signing_key
+                keys = identity_runtime.keys
 
                 async def local_jwks() -> dict[str, Any]:
-                    return signing_key.jwks()
+                    return keys.jwks()
 
                 jwks = local_jwks
                 app.state.identity = identity_runtime
+                stack.push_async_callback(identity_runtime.aclose)
             else:
                 bindings = remote()
                 jwks = bindings.http.remote_jwks(bindings("identity"))
             app.state.database = db
             app.state.internal_token = internal_token
+            app.state.edge_token = (
+                settings.edge_token.get_secret_value() if settings.edge_token else ""
+            )
             app.state.token_verifier = TokenVerifier(
-                jwks, issuer=settings.identity.issuer, audience=settings.identity.audience
+                jwks,
+                issuer=settings.identity.issuer,
+                audience=settings.identity.audience,
+                max_age_seconds=settings.identity.jwks_max_age_seconds,
             )
             app.state.cart_settings = settings.cart
             if "orders" in served:

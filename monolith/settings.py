@@ -44,6 +44,12 @@ class MonolithSettings(RemoteCallSettings, EdgeSettings, env_prefix="MONOLITH_")
         validation_alias=AliasChoices("SHOP_INTERNAL_TOKEN", "MONOLITH_INTERNAL_TOKEN"),
         description="Shared secret for calls to and from extracted services (kata steps)",
     )
+    edge_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("SHOP_EDGE_TOKEN", "MONOLITH_EDGE_TOKEN"),
+        description="Shared secret proving a request came through the gateway, which then "
+        "says the caller's address (X-Shop-Client-Address); unset: not behind a gateway",
+    )
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     inventory: InventorySettings = Field(default_factory=InventorySettings)

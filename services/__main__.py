@@ -14,6 +14,7 @@ import os
 import sys
 
 from services.settings import ServiceSettings
+from shop.identity.settings import IdentitySettings
 from shop.kernel import process
 from shop.kernel.migrations import upgrade
 from shop.kernel.topology import TopologyError, load
@@ -47,6 +48,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{spec.name}: migrated {', '.join(spec.contexts)}")
         return
 
+    if "identity" in spec.contexts:
+        try:
+            IdentitySettings().check_listener(args.host)
+        except ValueError as exc:
+            sys.exit(str(exc))
     process.serve(
         spec.app,
         host=args.host,
@@ -55,6 +61,9 @@ def main(argv: list[str] | None = None) -> None:
         # SERVICE_* settings: every process here is a service behind the gateway (a kata
         # step's monolith included).
         limits=ServiceSettings().server_limits(),
+        # Behind the gateway the caller's address comes with the edge token, never from
+        # X-Forwarded-For (shop.kernel.security.client_address).
+        proxy_headers=False,
     )
 
 

@@ -40,6 +40,8 @@ class Runtime:
     upstreams: dict[str, Upstream]
     """By context name: the upstream of the service that serves that context."""
     tasks: anyio.abc.TaskGroup
+    stack: AsyncExitStack
+    """Closes what the wiring opened, when the service stops."""
 
 
 Wiring = Callable[[FastAPI, Runtime], Awaitable[None]]
@@ -91,12 +93,18 @@ def build_app(
                 )
                 stack.push_async_callback(client.aclose)
                 upstreams[context] = client
-            runtime = Runtime(name, settings, topology, db, upstreams, tasks)
+            runtime = Runtime(name, settings, topology, db, upstreams, tasks, stack)
             source = jwks(runtime) if jwks is not None else remote_jwks(upstreams["identity"])
             app.state.database = db
             app.state.internal_token = internal_token
+            app.state.edge_token = (
+                settings.edge_token.get_secret_value() if settings.edge_token else ""
+            )
             app.state.token_verifier = TokenVerifier(
-                source, issuer=settings.identity.issuer, audience=settings.identity.audience
+                source,
+                issuer=settings.identity.issuer,
+                audience=settings.identity.audience,
+                max_age_seconds=settings.identity.jwks_max_age_seconds,
             )
             await wire(app, runtime)
             yield

@@ -27,6 +27,12 @@ class ServiceSettings(RemoteCallSettings, EdgeSettings, env_prefix="SERVICE_"):
         validation_alias=AliasChoices("SHOP_INTERNAL_TOKEN", "SERVICE_INTERNAL_TOKEN"),
         description="Shared secret proving a call comes from another service; required",
     )
+    edge_token: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("SHOP_EDGE_TOKEN", "SERVICE_EDGE_TOKEN"),
+        description="Shared secret proving a request came through the gateway, which then "
+        "says the caller's address (X-Shop-Client-Address); unset: not behind a gateway",
+    )
     topology: Path = Field(
         DEFAULT_TOPOLOGY, validation_alias=AliasChoices("SHOP_TOPOLOGY", "SERVICE_TOPOLOGY")
     )

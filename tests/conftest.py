@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -38,10 +39,22 @@ modes and slow clients (a gateway before small upstreams). They are marked ``onc
 PostgreSQL pass (``make test-postgres``) would only run them a second time, unchanged."""
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def redis_url() -> str | None:
+    """The Redis server the ``redis`` tests use (``TEST_REDIS_URL``), if any."""
+    return os.environ.get("TEST_REDIS_URL", "").strip() or None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """One xdist group per test file (``--dist loadgroup`` keeps a file on one worker, so its
     module fixtures are built once), except the live-process files: one group together.
-    Database-independent files are marked ``once``."""
+    Database-independent files are marked ``once``. Tests marked ``redis`` are left out
+    (deselected, not skipped) unless ``TEST_REDIS_URL`` names a server: ``make test`` needs
+    no server at all, CI runs them on its own (``TEST_REDIS_URL=... pytest -m redis``)."""
+    if redis_url() is None:
+        deselected = [item for item in items if item.get_closest_marker("redis")]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [item for item in items if not item.get_closest_marker("redis")]
     root = Path(__file__).resolve().parent.parent
     for item in items:
         path = item.path.resolve().relative_to(root).as_posix()

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import importlib
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from shop.kernel.topology import Topology, load
 from tests import support
 
 INTERNAL_TOKEN = "in-process-internal-token"
+EDGE_TOKEN = "in-process-edge-token"
 MONOLITH_APP = "monolith.app:create_app"
 
 
@@ -53,22 +54,33 @@ def _factory(app: str) -> Callable[..., FastAPI]:
     return factory
 
 
-def _settings(topology: Topology, service: str, url: str, key: str) -> Any:
-    """The settings one service of ``topology`` gets in process (a monolith or a service)."""
+def _settings(
+    topology: Topology,
+    service: str,
+    url: str,
+    key: str,
+    identity: Mapping[str, Any] | None = None,
+) -> Any:
+    """The settings one service of ``topology`` gets in process (a monolith or a service);
+    ``identity`` overrides identity's settings (a key file instead of the key, say)."""
     spec = topology.services[service]
     base = support.monolith_settings(url, key)
+    if identity:
+        base = base.model_copy(update={"identity": base.identity.model_copy(update=identity)})
     if spec.app == MONOLITH_APP:
         return base.model_copy(
             update={
                 "topology": topology.source,
                 "service_name": service,
                 "internal_token": SecretStr(INTERNAL_TOKEN),
+                "edge_token": SecretStr(EDGE_TOKEN) if topology.gateway_port else None,
             }
         )
     settings_module = importlib.import_module("services.settings")
     return settings_module.ServiceSettings(
         database_url=url,
         internal_token=SecretStr(INTERNAL_TOKEN),
+        edge_token=SecretStr(EDGE_TOKEN),
         topology=topology.source,
         identity=base.identity,
         payments=base.payments,
@@ -79,7 +91,11 @@ def _settings(topology: Topology, service: str, url: str, key: str) -> Any:
 
 @asynccontextmanager
 async def service_apps(
-    topology: Topology, key: str, stack: AsyncExitStack, tmp: Path
+    topology: Topology,
+    key: str,
+    stack: AsyncExitStack,
+    tmp: Path,
+    identity: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[dict[str, httpx2.ASGITransport]]:
     """Every service of ``topology`` on its own scratch database, wired by ASGI transports.
 
@@ -91,7 +107,7 @@ async def service_apps(
     for name, spec in topology.services.items():
         url = await stack.enter_async_context(support.scratch_database(tmp))
         await support.migrate(url, None if spec.app == MONOLITH_APP else list(spec.contexts))
-        settings = _settings(topology, name, url, key)
+        settings = _settings(topology, name, url, key, identity)
         apps[name] = _factory(spec.app)(settings, transports=transports)
         transports[name] = httpx2.ASGITransport(app=apps[name])
     for app in apps.values():
@@ -100,14 +116,23 @@ async def service_apps(
 
 
 @asynccontextmanager
-async def deployment(topology_file: str | Path) -> AsyncIterator[dict[str, Any]]:
-    """The topology in process: through its gateway if it has one, else its only service."""
+async def deployment(
+    topology_file: str | Path,
+    *,
+    identity_overrides: Mapping[str, Any] | None = None,
+    gateway_overrides: Mapping[str, Any] | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """The topology in process: through its gateway if it has one, else its only service.
+
+    The overrides replace identity's and the gateway's settings (the security tier's key
+    rotation, say).
+    """
     topology = load(topology_file)
     key = generate_private_key_pem()
     with tempfile.TemporaryDirectory(prefix="shopkata-") as tmp:
         async with AsyncExitStack() as stack:
             transports = await stack.enter_async_context(
-                service_apps(topology, key, stack, Path(tmp))
+                service_apps(topology, key, stack, Path(tmp), identity_overrides)
             )
             if topology.gateway_port is None:
                 if len(transports) != 1:
@@ -122,6 +147,8 @@ async def deployment(topology_file: str | Path) -> AsyncIterator[dict[str, Any]]
                     topology=topology.source,
                     issuer=support.ISSUER,
                     audience=support.AUDIENCE,
+                    edge_token=SecretStr(EDGE_TOKEN),
+                    **(gateway_overrides or {}),
                 ),
                 transports=transports,
             )

@@ -26,12 +26,13 @@ def create_app(
 
     def local_jwks(_: Runtime) -> JwksSource:
         async def load() -> dict[str, Any]:
-            return identity.signing_key.jwks()
+            return identity.keys.jwks()
 
         return load
 
     async def wire(app: FastAPI, runtime: Runtime) -> None:
         app.state.identity = identity
+        runtime.stack.push_async_callback(identity.aclose)
         await bootstrap_admin(runtime.db, passwords=identity.passwords, settings=settings.identity)
 
     return build_app(

@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 
 from shop.identity.service import Passwords, password_hasher
 from shop.identity.settings import IdentitySettings
-from shop.identity.tokens import SigningKey, TokenIssuer
+from shop.identity.throttle import SignInThrottle
+from shop.identity.tokens import SigningKeys, TokenIssuer, signing_keys
 
 
 @dataclass(frozen=True)
@@ -17,23 +18,35 @@ class IdentityRuntime:
     """What identity needs at run time, built once per app from its settings."""
 
     passwords: Passwords
-    signing_key: SigningKey
+    keys: SigningKeys
+    """The key that signs and the keys the JWKS publishes (a file's rotations included)."""
     issuer: TokenIssuer
+    throttle: SignInThrottle
+    """Failed sign-ins per account and per address (in memory, or Redis when configured)."""
 
     @classmethod
     def from_settings(cls, settings: IdentitySettings) -> IdentityRuntime:
-        """Load the signing key (fails fast when it is missing) and the password hasher."""
-        key = SigningKey.from_settings(settings)
+        """Load the signing keys (fails fast when missing or exposed) and the password hasher."""
+        keys = signing_keys(settings)
         return cls(
-            passwords=Passwords(password_hasher(settings)),
-            signing_key=key,
+            passwords=Passwords(
+                password_hasher(settings),
+                max_concurrent=settings.max_concurrent_hashes,
+                wait_seconds=settings.hash_wait_seconds,
+            ),
+            keys=keys,
             issuer=TokenIssuer(
-                key=key,
+                key=keys,
                 issuer=settings.issuer,
                 audience=settings.audience,
                 ttl_seconds=settings.access_token_ttl_seconds,
             ),
+            throttle=SignInThrottle.from_settings(settings),
         )
+
+    async def aclose(self) -> None:
+        """Close what the runtime holds open (the throttle's Redis connections)."""
+        await self.throttle.store.aclose()
 
 
 async def identity_runtime(request: Request) -> IdentityRuntime:

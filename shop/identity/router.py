@@ -9,9 +9,9 @@ from fastapi import APIRouter, Form, status
 from shop.identity import service
 from shop.identity.dependencies import Identity
 from shop.identity.schemas import Jwks, Token, UserCreate, UserRead
-from shop.kernel.db import ReadSession, Session
+from shop.kernel.db import Db, Session
 from shop.kernel.errors import problems
-from shop.kernel.security import CurrentUser
+from shop.kernel.security import ClientAddress, CurrentUser
 
 router = APIRouter(tags=["identity"])
 
@@ -20,7 +20,7 @@ router = APIRouter(tags=["identity"])
     "/auth/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserRead,
-    responses=problems(409, 422),
+    responses=problems(409, 422, 503),
 )
 async def register(body: UserCreate, session: Session, identity: Identity) -> Any:
     """Register a customer account."""
@@ -33,20 +33,23 @@ async def register(body: UserCreate, session: Session, identity: Identity) -> An
     )
 
 
-@router.post("/auth/token", response_model=Token, responses=problems(401, 422))
+@router.post("/auth/token", response_model=Token, responses=problems(401, 422, 429, 503))
 async def token(
     username: Annotated[str, Form(min_length=1, max_length=320, description="The account's email")],
     password: Annotated[str, Form(min_length=1, max_length=128)],
-    session: ReadSession,
+    db: Db,
+    client: ClientAddress,
     identity: Identity,
 ) -> Token:
     """Exchange an email and password for an access token (OAuth2 password flow)."""
     access_token = await service.create_token(
-        session,
+        db,
         passwords=identity.passwords,
         issuer=identity.issuer,
+        throttle=identity.throttle,
         email=username,
         password=password,
+        client_address=client,
     )
     return Token(access_token=access_token, expires_in=identity.issuer.ttl_seconds)
 
@@ -60,4 +63,4 @@ async def me(principal: CurrentUser, session: Session) -> Any:
 @router.get("/.well-known/jwks.json", response_model=Jwks)
 async def jwks(identity: Identity) -> Any:
     """The public keys that verify access tokens."""
-    return identity.signing_key.jwks()
+    return identity.keys.jwks()

@@ -1,23 +1,39 @@
-"""The Ed25519 signing key, its JWKS entry, and access-token issuing."""
+"""The Ed25519 signing keys, their JWKS, rotation, and access-token issuing.
+
+The key file (``IDENTITY_SIGNING_KEY_FILE``) holds the key that signs. ``rotate-key`` sets
+it aside beside the file as ``<stem>.previous-<kid>.pem`` and writes a new one; a set-aside
+key stays in the JWKS, so the tokens it signed keep verifying, until it is retired: by
+``retire-keys`` or by itself once it was set aside longer ago than a token lives.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import logging
 import os
+import stat
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shop.identity.settings import IdentitySettings
-from shop.kernel.security import ALGORITHM, Role
+from shop.kernel.security import ACCESS_TOKEN_TYPE, ALGORITHM, Role
+
+logger = logging.getLogger("shop.identity.keys")
+
+PREVIOUS_INFIX = ".previous-"
+"""``jwt-ed25519.previous-<kid>.pem``: a key set aside by rotation, published until retired."""
+RETIRE_MARGIN_SECONDS = 60
+"""Beyond the token lifetime: the verifiers' leeway and some clock skew."""
 
 
 def _b64url(data: bytes) -> str:
@@ -34,15 +50,85 @@ def generate_private_key_pem() -> str:
     return pem.decode("ascii")
 
 
-def write_key_file(path: Path) -> bool:
-    """Create a new private key file (mode 0600) unless one exists; True if created."""
-    if path.exists():
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _private_folder(folder: Path) -> None:
+    """Create ``folder`` (and its parents) if missing; the folder itself 0700 when made here."""
+    if folder.is_dir():
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)  # mkdir's mode goes through the umask
+
+
+def _write_private(path: Path, pem: str) -> None:
+    """Write a new file readable by its owner only (0600 whatever the umask)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write(generate_private_key_pem())
+        os.fchmod(out.fileno(), 0o600)
+        out.write(pem)
+
+
+def write_key_file(path: Path) -> bool:
+    """Create a new private key file (0600, its folder 0700) unless one exists; True if
+    created."""
+    if path.exists():
+        return False
+    _private_folder(path.parent)
+    _write_private(path, generate_private_key_pem())
     return True
+
+
+def read_key_file(path: Path) -> SigningKey:
+    """Load a key file; one that its group or others may access is refused, loudly."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise RuntimeError(
+            f"the signing key {path} is accessible to its group or others (mode {mode:04o}):"
+            f" a private key must be readable by its owner only; run `chmod 600 {path}`"
+        )
+    return SigningKey.from_pem(path.read_text(encoding="ascii"))
+
+
+def previous_key_files(path: Path) -> list[Path]:
+    """The keys ``rotate-key`` set aside, still published until retired, oldest first."""
+    found = path.parent.glob(f"{path.stem}{PREVIOUS_INFIX}*{path.suffix}")
+    return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+def _previous_name(path: Path, kid: str) -> Path:
+    return path.with_name(f"{path.stem}{PREVIOUS_INFIX}{kid}{path.suffix}")
+
+
+def rotate_key_file(path: Path) -> tuple[SigningKey, SigningKey]:
+    """Sign with a new key from now on; the current one stays published beside it.
+
+    The current key is copied aside as ``<stem>.previous-<kid>.pem`` (its modification time
+    says when it stopped signing), then the new key replaces the file in one rename, so a
+    reader sees the old file or the new one, never none. Returns (old, new).
+    """
+    old = read_key_file(path)
+    aside = _previous_name(path, old.kid)
+    if not aside.exists():
+        _write_private(aside, path.read_text(encoding="ascii"))
+    os.utime(aside)
+    fresh = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    _write_private(fresh, generate_private_key_pem())
+    os.replace(fresh, path)
+    return old, read_key_file(path)
+
+
+def retire_key_files(
+    path: Path, *, ttl_seconds: int, kid: str | None = None, now: float | None = None
+) -> list[str]:
+    """Delete set-aside keys: the one named ``kid`` at once (a compromised key), or else every
+    one set aside longer ago than a token lives. Returns the retired kids."""
+    now = time.time() if now is None else now
+    retired = []
+    for previous in previous_key_files(path):
+        its_kid = previous.name[len(path.stem) + len(PREVIOUS_INFIX) : -len(path.suffix) or None]
+        expired = previous.stat().st_mtime + ttl_seconds + RETIRE_MARGIN_SECONDS <= now
+        if its_kid == kid or (kid is None and expired):
+            previous.unlink()
+            retired.append(its_kid)
+    return retired
 
 
 @dataclass(frozen=True)
@@ -73,24 +159,102 @@ class SigningKey:
 
     @classmethod
     def from_settings(cls, settings: IdentitySettings) -> SigningKey:
-        """Load the configured key; a missing key file is a clear start-up error."""
+        """Load the configured key; a missing or unprotected key file is a clear start-up
+        error."""
         if settings.signing_key_pem is not None:
             return cls.from_pem(settings.signing_key_pem.get_secret_value())
         path = settings.signing_key_file
         if not path.is_file():
             raise RuntimeError(
-                f"no signing key at {path}: run `make keys` (or `python -m shop.identity keygen`)"
+                f"no signing key at {path}: run `make keys` (or `python -m monolith keygen`)"
                 " or set IDENTITY_SIGNING_KEY_PEM"
             )
-        return cls.from_pem(path.read_text(encoding="ascii"))
+        return read_key_file(path)
+
+    def current(self) -> SigningKey:
+        """The key that signs: this one (a :class:`KeyRing` may change its own)."""
+        return self
 
     def jwks(self) -> dict[str, Any]:
         return {"keys": [dict(self.jwk)]}
 
 
+class SigningKeys(Protocol):
+    """Where the issuer finds the key that signs now, and the JWKS to publish."""
+
+    def current(self) -> SigningKey: ...
+
+    def jwks(self) -> dict[str, Any]: ...
+
+
+class KeyRing:
+    """The signing key file and the keys set aside by ``rotate-key``, reloaded as they change.
+
+    The current key signs; it and every set-aside key not yet retired are published. Files
+    are read again at most once per ``reload_seconds``, so every process (and every replica)
+    follows a rotation or a retirement within about a second, without a restart. A reload
+    that fails (a file made unreadable, say) keeps the keys already loaded and logs why.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        ttl_seconds: int,
+        reload_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._path = path
+        self._ttl = ttl_seconds
+        self._reload_seconds = reload_seconds
+        self._clock = clock
+        self._current, self._published = self._load()
+        self._loaded_at = clock()
+
+    def _load(self) -> tuple[SigningKey, tuple[SigningKey, ...]]:
+        current = read_key_file(self._path)
+        cutoff = time.time() - self._ttl - RETIRE_MARGIN_SECONDS
+        published: list[SigningKey] = []
+        for previous in previous_key_files(self._path):
+            try:
+                if previous.stat().st_mtime > cutoff:
+                    published.append(read_key_file(previous))
+            except FileNotFoundError:
+                continue  # retired while we listed the folder
+        return current, tuple(key for key in published if key.kid != current.kid)
+
+    def _maybe_reload(self) -> None:
+        now = self._clock()
+        if now - self._loaded_at < self._reload_seconds:
+            return
+        self._loaded_at = now
+        try:
+            self._current, self._published = self._load()
+        except (OSError, ValueError, RuntimeError) as exc:
+            logger.error(
+                "signing keys not reloaded from %s, keeping the loaded ones: %s", self._path, exc
+            )
+
+    def current(self) -> SigningKey:
+        self._maybe_reload()
+        return self._current
+
+    def jwks(self) -> dict[str, Any]:
+        self._maybe_reload()
+        return {"keys": [dict(key.jwk) for key in (self._current, *reversed(self._published))]}
+
+
+def signing_keys(settings: IdentitySettings) -> SigningKeys:
+    """The configured keys: the PEM setting (fixed), or the key file and its rotations."""
+    if settings.signing_key_pem is not None:
+        return SigningKey.from_settings(settings)
+    SigningKey.from_settings(settings)  # the clear errors for a missing or exposed file
+    return KeyRing(settings.signing_key_file, ttl_seconds=settings.access_token_ttl_seconds)
+
+
 @dataclass(frozen=True)
 class TokenIssuer:
-    key: SigningKey
+    key: SigningKeys
     issuer: str
     audience: str
     ttl_seconds: int
@@ -106,6 +270,11 @@ class TokenIssuer:
             "exp": now + self.ttl_seconds,
             "jti": uuid.uuid4().hex,
         }
+        key = self.key.current()
+        # typ at+jwt (RFC 9068): verifiers accept access tokens only, no other JWT we sign.
         return jwt.encode(
-            claims, self.key.private_key, algorithm=ALGORITHM, headers={"kid": self.key.kid}
+            claims,
+            key.private_key,
+            algorithm=ALGORITHM,
+            headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE},
         )

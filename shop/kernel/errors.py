@@ -36,10 +36,14 @@ class ShopError(Exception):
     title: ClassVar[str] = "Internal server error"
     headers: ClassVar[Mapping[str, str]] = {}
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(
+        self, detail: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.extra = extra
+        self.response_headers: Mapping[str, str] = {**self.headers, **(headers or {})}
+        """The class's headers plus this error's own (a ``Retry-After`` in seconds, say)."""
 
 
 class BadRequest(ShopError):
@@ -77,6 +81,12 @@ class Unprocessable(ShopError):
     status = 422
     slug = "unprocessable"
     title = "Unprocessable request"
+
+
+class TooManyRequests(ShopError):
+    status = 429
+    slug = "too-many-requests"
+    title = "Too many requests"
 
 
 class ServiceUnavailable(ShopError):
@@ -157,7 +167,7 @@ async def _shop_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         problem_body(exc),
         status_code=exc.status,
-        headers=exc.headers or None,
+        headers=dict(exc.response_headers) or None,
         media_type=PROBLEM_CONTENT_TYPE,
     )
 
@@ -265,6 +275,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Not found",
         409: "Conflict with the current state",
         422: "Invalid request",
+        429: "Too many requests; retry after Retry-After seconds",
         503: "Unavailable",
         504: "Upstream timeout",
     }

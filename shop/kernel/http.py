@@ -38,6 +38,10 @@ logger = logging.getLogger("shop.http")
 
 INTERNAL_TOKEN_HEADER = "X-Shop-Internal-Token"  # noqa: S105 (a header name)
 """Proves a call comes from another service of the shop; the gateway never forwards it."""
+EDGE_TOKEN_HEADER = "X-Shop-Edge-Token"  # noqa: S105 (a header name)
+"""Proves a request comes through the gateway (``SHOP_EDGE_TOKEN``); never a client's."""
+CLIENT_ADDRESS_HEADER = "X-Shop-Client-Address"
+"""The address the gateway's caller connected from; trusted only with the edge token."""
 
 
 class UpstreamUnavailable(ServiceUnavailable):

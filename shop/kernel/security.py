@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,9 +23,13 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shop.kernel.errors import Forbidden, Unauthorized
-from shop.kernel.http import INTERNAL_TOKEN_HEADER
+from shop.kernel.http import CLIENT_ADDRESS_HEADER, EDGE_TOKEN_HEADER, INTERNAL_TOKEN_HEADER
 
 ALGORITHM = "EdDSA"
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (a media type, not a secret)
+"""The JOSE ``typ`` of an access token (RFC 9068, section 2.1)."""
+_ACCESS_TOKEN_TYPES = frozenset({ACCESS_TOKEN_TYPE, f"application/{ACCESS_TOKEN_TYPE}"})
+logger = logging.getLogger("shop.security")
 
 JwksSource = Callable[[], Awaitable[dict[str, Any]]]
 """Loads the current JWKS document (in process, or over HTTP with its own caching)."""
@@ -49,8 +55,14 @@ class Principal:
 class TokenVerifier:
     """Verifies access tokens with PyJWT against keys found by ``kid`` in a JWKS.
 
-    ``load_jwks`` is asked again when a token names an unknown ``kid`` (key rotation),
-    at most once per ``min_refresh_seconds``.
+    ``load_jwks`` is asked again when a token names an unknown ``kid`` (key rotation; after
+    a load that did not have the kid asked for, not again for ``min_refresh_seconds``), and
+    when the keys loaded are older than
+    ``max_age_seconds`` (key retirement: a key that left the JWKS stops verifying within that
+    time; while the JWKS cannot be had, the keys already loaded stay in use).
+
+    Only access tokens pass: the JOSE header must say ``typ: at+jwt`` (RFC 9068), so no
+    other JWT signed with the same key can stand in for one.
 
     A token that verified is remembered (up to ``max_remembered`` of them) until it expires:
     an EdDSA check cost about 200 us, on every authenticated request of every service. A
@@ -66,6 +78,7 @@ class TokenVerifier:
         audience: str,
         leeway_seconds: int = 5,
         min_refresh_seconds: float = 30.0,
+        max_age_seconds: float = 300.0,
         clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] = time.time,
         max_remembered: int = 10_000,
@@ -76,8 +89,10 @@ class TokenVerifier:
         self._audience = audience
         self._leeway = leeway_seconds
         self._min_refresh = min_refresh_seconds
+        self._max_age = max_age_seconds
         self._clock = clock or time.monotonic
         self._loaded_at: float | None = None
+        self._missed_at: float | None = None  # the last load without the kid it was for
         self._refreshing = asyncio.Lock()
         self._wall_clock = wall_clock
         self._max_remembered = max_remembered
@@ -107,12 +122,14 @@ class TokenVerifier:
         return keys
 
     async def _refresh(self, kid: str) -> None:
-        # One load at a time, and at most one per min_refresh: a burst of tokens naming
-        # unknown keys must not turn into a burst of JWKS requests.
+        # One load at a time, and none for min_refresh after a load that did not have the kid
+        # asked for: a burst of tokens naming unknown keys must not turn into a burst of JWKS
+        # requests. A recent load that simply predates a rotation does not hold the new key
+        # back (the periodic reloads of max_age would otherwise delay every rotation).
         async with self._refreshing:
             now = self._clock()
             if kid in self._keys or (
-                self._loaded_at is not None and now - self._loaded_at < self._min_refresh
+                self._missed_at is not None and now - self._missed_at < self._min_refresh
             ):
                 return
             # A load that fails raises (the caller answers 503) and is not counted: the next
@@ -120,6 +137,35 @@ class TokenVerifier:
             document = await self._load_jwks()
             self._keys = self._usable_keys(document)
             self._loaded_at = now
+            if kid not in self._keys:
+                self._missed_at = now
+
+    def knows(self, kid: str) -> bool:
+        """Whether the keys loaded last include ``kid`` (a key that left the JWKS does not)."""
+        return kid in self._keys
+
+    async def refresh_if_stale(self) -> None:
+        """Load the JWKS again when the keys are older than ``max_age_seconds``.
+
+        One caller loads while the others go on with the keys they have; a load that fails
+        keeps them and is tried again after ``min_refresh_seconds``.
+        """
+        if self._loaded_at is None or self._refreshing.locked():
+            return
+        if self._clock() - self._loaded_at < self._max_age:
+            return
+        async with self._refreshing:
+            if self._clock() - self._loaded_at < self._max_age:
+                return
+            try:
+                document = await self._load_jwks()
+            except Exception as exc:
+                # Whatever the outage, keep verifying with the keys we have.
+                logger.warning("JWKS reload failed, keeping the loaded keys: %r", exc)
+                self._loaded_at = self._clock() - self._max_age + self._min_refresh
+                return
+            self._keys = self._usable_keys(document)
+            self._loaded_at = self._clock()
 
     async def _key_for(self, kid: str) -> jwt.PyJWK:
         if kid not in self._keys:
@@ -131,6 +177,7 @@ class TokenVerifier:
 
     async def verify(self, token: str) -> Principal:
         """The principal of a valid token; :class:`Unauthorized` for anything else."""
+        await self.refresh_if_stale()
         remembered = self._remembered.get(token)
         if remembered is not None:
             principal, expires, kid = remembered
@@ -151,6 +198,11 @@ class TokenVerifier:
             raise Unauthorized("The access token is malformed.") from exc
         if header.get("alg") != ALGORITHM:
             raise Unauthorized("The access token uses an algorithm this shop does not accept.")
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in _ACCESS_TOKEN_TYPES:
+            raise Unauthorized(
+                f"The token is not an access token: its type (typ) must be {ACCESS_TOKEN_TYPE}."
+            )
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise Unauthorized("The access token has no key id.")
@@ -212,7 +264,32 @@ async def internal_caller(request: Request) -> None:
         raise Forbidden("This endpoint is for the shop's own services.")
 
 
+async def client_address(request: Request) -> str:
+    """The address the caller connected from, as the edge saw it.
+
+    Behind the gateway every request comes from the gateway, so the gateway tells the
+    service its caller's address in ``X-Shop-Client-Address``, proved by
+    ``X-Shop-Edge-Token`` (``SHOP_EDGE_TOKEN``, shared by the gateway and the services
+    only). It strips both headers from what clients send, and without the token the header is
+    ignored: a client cannot choose the address it is counted under. Otherwise the address is
+    the connection's own peer (uvicorn runs without proxy headers: ``X-Forwarded-For`` is
+    not trusted either).
+    """
+    expected = getattr(request.app.state, "edge_token", "")
+    forwarded = request.headers.get(CLIENT_ADDRESS_HEADER)
+    if forwarded and isinstance(expected, str) and expected:
+        given = request.headers.get(EDGE_TOKEN_HEADER, "")
+        if hmac.compare_digest(given.encode(), expected.encode()):
+            try:
+                return str(ipaddress.ip_address(forwarded.strip()))
+            except ValueError:
+                pass  # the gateway writes an address; anything else is not believed
+    return request.client.host if request.client else "unknown"
+
+
 CurrentUser = Annotated[Principal, Depends(current_principal)]
 """Any authenticated caller."""
 AdminUser = Annotated[Principal, Depends(admin_principal)]
 """An authenticated administrator; customers get 403."""
+ClientAddress = Annotated[str, Depends(client_address)]
+"""The caller's network address (the gateway's caller, behind the gateway)."""

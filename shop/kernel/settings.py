@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/shop.db"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a server listening on ``host`` can be reached from this machine only.
+
+    ``0.0.0.0``, ``::`` and an empty host listen on every interface; a name other than
+    ``localhost`` may resolve anywhere, so it counts as reachable.
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class ShopSettings(BaseSettings):

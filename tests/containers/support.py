@@ -1,8 +1,10 @@
 """Reading docker-compose.yml and the Dockerfile the way their tools do, without an engine.
 
 ``compose(env)`` is docker-compose.yml after compose's own steps that matter here: YAML with
-its anchors and merge keys (PyYAML), then ``${VAR}`` / ``${VAR:-default}`` interpolation from
-``env`` (defaults otherwise), as ``docker compose config`` does.
+its anchors and merge keys (PyYAML), then ``${VAR}`` / ``${VAR:-default}`` /
+``${VAR:?message}`` interpolation from ``env`` (defaults otherwise; a required variable that
+is unset or empty fails, as ``docker compose config`` does). The secrets the file requires
+come from :data:`SECRETS` unless ``env`` says otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +25,26 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SCHEMA_FILE = Path(__file__).with_name("compose-spec.json")
 
-_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+_VARIABLE = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"(?:(?P<op>:-|:\?)(?P<arg>[^}]*))?\}"
+)
+
+SECRETS = {
+    "POSTGRES_PASSWORD": "test-database-password",
+    "SHOP_INTERNAL_TOKEN": "test-internal-token",
+    "SHOP_EDGE_TOKEN": "test-edge-token",
+    "IDENTITY_BOOTSTRAP_ADMIN_PASSWORD": "test-admin-password",
+}
+"""What a .env file beside docker-compose.yml would hold: compose refuses to run without."""
+
+
+class MissingVariable(AssertionError):
+    """A ``${NAME:?message}`` that is unset or empty: compose stops with ``message``."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"required variable {name} is missing a value: {message}")
+        self.name = name
 
 
 def raw_compose() -> dict[str, Any]:
@@ -37,7 +58,7 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
     if isinstance(value, str):
         if "$$" in value:
             raise AssertionError(f"escaped $$ is not handled by this reader: {value!r}")
-        return _VARIABLE.sub(lambda m: env.get(m["name"]) or (m["default"] or ""), value)
+        return _VARIABLE.sub(lambda m: _substitute(m, env), value)
     if isinstance(value, list):
         return [interpolate(item, env) for item in value]
     if isinstance(value, dict):
@@ -45,8 +66,18 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
     return value
 
 
-def compose(env: dict[str, str] | None = None) -> dict[str, Any]:
-    data = interpolate(raw_compose(), env or {})
+def _substitute(match: re.Match[str], env: dict[str, str]) -> str:
+    given = env.get(match["name"])
+    if given:
+        return given
+    if match["op"] == ":?":
+        raise MissingVariable(match["name"], match["arg"])
+    return match["arg"] or ""
+
+
+def compose(env: dict[str, str] | None = None, *, secrets: bool = True) -> dict[str, Any]:
+    """The file as compose reads it with ``env`` (plus :data:`SECRETS` when ``secrets``)."""
+    data = interpolate(raw_compose(), {**(SECRETS if secrets else {}), **(env or {})})
     assert isinstance(data, dict)
     return data
 

@@ -15,7 +15,14 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
-from tests.containers.support import SCHEMA_FILE, compose, raw_compose, schema, services
+from tests.containers.support import (
+    SCHEMA_FILE,
+    SECRETS,
+    compose,
+    raw_compose,
+    schema,
+    services,
+)
 
 SCHEMA_SHA256 = "e4e1a42ce687c47e199551d1f025b1e713a4d1f9302706d3f89de9cef1d376a4"
 PROFILES = {"monolith", "services", "gateway-monolith", "loadtest"}
@@ -131,12 +138,11 @@ def test_postgres_creates_every_database_the_apps_use() -> None:
 
 
 def test_no_real_secret_is_written_down() -> None:
-    """Secrets come from the environment; the file holds only marked local defaults."""
+    """Secrets come from the environment (test_compose_exposure: and are required)."""
     text = raw_compose()
     for name, service in text["services"].items():
         for key, value in (service.get("environment") or {}).items():
             if any(word in key for word in ("TOKEN", "PASSWORD", "SECRET", "KEY_PEM")):
                 assert str(value).startswith("${"), f"{name}: {key} is not read from the env"
     token = services()["catalog"]["environment"]["SHOP_INTERNAL_TOKEN"]
-    assert "local" in token
-    assert "change-me" in token
+    assert token == SECRETS["SHOP_INTERNAL_TOKEN"]

@@ -91,7 +91,7 @@ def test_the_gateway_runs_as_the_launcher_runs_it(path: str, tmp_path: Path) -> 
     assert proc is not None
     assert proc.service == GATEWAY
     assert gateway["command"] == _in_container(launcher._serve_command(proc))
-    assert gateway["ports"] == [f"{proc.port}:{proc.port}"]
+    assert gateway["ports"] == [f"127.0.0.1:{proc.port}:{proc.port}"]
     env = gateway["environment"]
     assert set(env) == set(launcher._gateway_env())
     assert env["SHOP_TOPOLOGY"] == twin_file
@@ -133,7 +133,7 @@ def test_the_monolith_runs_as_make_up_monolith_runs_it() -> None:
         env = every[name]["environment"]
         assert exported | {"DATABASE_URL", "PYTHONUNBUFFERED"} <= set(env), name
         assert env["DATABASE_URL"].endswith("/shopkata_monolith")
-    assert every["monolith"]["ports"] == ["8000:8000"]
+    assert every["monolith"]["ports"] == ["127.0.0.1:8000:8000"]
 
 
 def test_seeding_goes_through_each_gateway_like_the_launcher() -> None:

@@ -448,8 +448,15 @@ def claims_for(target: Target, user: User, **overrides: Any) -> JSON:
     return claims
 
 
-def sign_eddsa(claims: Mapping[str, Any], key: Ed25519PrivateKey, kid: str) -> str:
-    return jwt.encode(dict(claims), key, algorithm="EdDSA", headers={"kid": kid})
+ACCESS_TOKEN_TYPE = "at+jwt"
+"""The JOSE ``typ`` every access token carries (RFC 9068)."""
+
+
+def sign_eddsa(
+    claims: Mapping[str, Any], key: Ed25519PrivateKey, kid: str, typ: str | None = ACCESS_TOKEN_TYPE
+) -> str:
+    """A token signed like the server's; ``typ=None`` leaves the type out of the header."""
+    return jwt.encode(dict(claims), key, algorithm="EdDSA", headers={"kid": kid, "typ": typ})
 
 
 def unsigned_token(claims: Mapping[str, Any], kid: str) -> str:

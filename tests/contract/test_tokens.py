@@ -157,10 +157,26 @@ async def test_unknown_kid(client: httpx2.AsyncClient, target: Target) -> None:
 async def test_token_without_kid(client: httpx2.AsyncClient, target: Target) -> None:
     customer = await new_customer(client)
     signing_input = (
-        f"{b64url_json({'alg': 'EdDSA', 'typ': 'JWT'})}.{b64url_json(claims_for(target, customer))}"
+        f"{b64url_json({'alg': 'EdDSA', 'typ': 'at+jwt'})}."
+        f"{b64url_json(claims_for(target, customer))}"
     )
     signature = target.signing_key().sign(signing_input.encode())
     await _assert_rejected(client, f"{signing_input}.{b64url(signature)}")
+
+
+async def test_issued_tokens_are_typed_as_access_tokens(client: httpx2.AsyncClient) -> None:
+    customer = await new_customer(client)
+    assert token_header(customer.token).get("typ") == "at+jwt"
+
+
+@pytest.mark.parametrize("typ", [None, "JWT", "id_token+jwt"], ids=["no-typ", "JWT", "id-token"])
+@pytest.mark.parametrize("path", PROTECTED)
+async def test_a_token_that_is_not_typed_at_jwt(
+    client: httpx2.AsyncClient, target: Target, typ: str | None, path: str
+) -> None:
+    customer = await new_customer(client)
+    token = sign_eddsa(claims_for(target, customer), target.signing_key(), _kid(customer), typ)
+    await _assert_rejected(client, token, path)
 
 
 async def test_role_escalation_by_editing_the_payload(

@@ -67,7 +67,9 @@ class Keys:
         }
         claims.update(overrides)
         claims = {name: value for name, value in claims.items() if value is not None}
-        return jwt.encode(claims, self.private, algorithm="EdDSA", headers={"kid": self.kid})
+        return jwt.encode(
+            claims, self.private, algorithm="EdDSA", headers={"kid": self.kid, "typ": "at+jwt"}
+        )
 
 
 def b64url(data: bytes) -> str:

@@ -7,11 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.auth import EdgeAuth
+from shop.kernel.errors import Unauthorized
 from tests.gateway.support import (
     AUDIENCE,
     ISSUER,
@@ -80,6 +82,10 @@ def _bad_tokens(keys: Keys) -> dict[str, str]:
         "not a uuid subject": keys.token(sub="42"),
         "unknown role": keys.token(role="superuser"),
         "malformed": "not.a.jwt",
+        "no typ": jwt.encode(claims, keys.private, algorithm="EdDSA", headers={"typ": None}),
+        "typ JWT": jwt.encode(
+            claims, keys.private, algorithm="EdDSA", headers={"kid": keys.kid, "typ": "JWT"}
+        ),
     }
 
 
@@ -202,6 +208,32 @@ async def test_a_remembered_token_is_verified_again_once_it_expires(keys: Keys) 
     now[0] = issued + 31
     await auth.check(f"Bearer {short}")
     assert auth.verifications == 4
+
+
+async def test_a_remembered_token_is_refused_once_its_key_leaves_the_jwks(keys: Keys) -> None:
+    """Key retirement: the verifier loads the JWKS again after ``jwks_max_age_seconds``, and
+    a remembered token whose key is gone is refused at once, not after remember_seconds."""
+    published = [keys.jwks()]
+
+    async def load() -> dict[str, Any]:
+        return published[0]
+
+    auth = EdgeAuth(
+        load, issuer=ISSUER, audience=AUDIENCE, remember_seconds=60, jwks_max_age_seconds=0.05
+    )
+    token = keys.token()
+    await auth.check(f"Bearer {token}")
+    await auth.check(f"Bearer {token}")
+    assert auth.verifications == 1
+    published[0] = Keys().jwks()  # rotated, then the old key retired
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            await auth.check(f"Bearer {token}")
+        except Unauthorized:
+            break
+        assert time.monotonic() < deadline, "a token of a retired key is still accepted"
+        await anyio.sleep(0.02)
 
 
 async def test_remembered_tokens_are_bounded(keys: Keys) -> None:

@@ -150,6 +150,32 @@ async def test_forwarded_headers_describe_the_caller(app: Any, catalog: Any) -> 
     assert header(record, "x-forwarded-proto") == ["http"]
 
 
+SPOOFED = {
+    "X-Shop-Client-Address": "203.0.113.66",
+    "X-Shop-Edge-Token": "the-edge-secret",  # even the right value, from a client
+    "X-Forwarded-For": "203.0.113.67",
+}
+
+
+async def test_the_callers_address_goes_up_with_the_edge_token_and_is_never_the_callers_word(
+    tmp_path: Path, catalog: Any
+) -> None:
+    topology = write_topology(tmp_path, ROUTES)
+    app = build(topology, {"catalog": asgi(catalog[0])}, edge_token="the-edge-secret")
+    async with gateway_client(app) as client:
+        await client.get("/products/1", headers=SPOOFED)
+    record = catalog[1].last
+    assert header(record, "x-shop-client-address") == ["127.0.0.1"]
+    assert header(record, "x-shop-edge-token") == ["the-edge-secret"]
+
+    without = build(topology, {"catalog": asgi(catalog[0])})
+    async with gateway_client(without) as client:
+        await client.get("/products/1", headers=SPOOFED)
+    record = catalog[1].last
+    assert header(record, "x-shop-client-address") == []
+    assert header(record, "x-shop-edge-token") == []
+
+
 async def test_request_id_is_generated_forwarded_and_echoed(app: Any, catalog: Any) -> None:
     async with gateway_client(app) as client:
         generated = await client.get("/products/1")

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 from kata import data, steps
 from launcher import Launcher, LauncherError, Timeouts, databases, topologies
 from launcher.__main__ import main as launcher_main
-from shop.identity.tokens import generate_private_key_pem
+from shop.identity.tokens import write_key_file
 from shop.kernel.topology import load
 from tests import support
 from tests.system.conftest import LauncherCli, launcher_env, pid_alive
@@ -174,7 +174,7 @@ def test_a_failed_seed_names_the_missing_admin_settings(tmp_path: Path, admin: b
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "signing-key.pem"
-    path.write_text(generate_private_key_pem())
+    assert write_key_file(path)  # 0600: identity refuses a key file others can read
     return path
 
 

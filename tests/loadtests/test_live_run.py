@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench import report as rep
-from shop.identity.tokens import generate_private_key_pem
+from shop.identity.tokens import write_key_file
 from tests import support
 from tests.system.conftest import free_port, stop, wait_ready
 
@@ -41,7 +41,7 @@ def seeded_monolith(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("loadtest-monolith")
     url = asyncio.run(support.create_scratch_database(tmp))
     key_file = tmp / "signing-key.pem"
-    key_file.write_text(generate_private_key_pem())
+    assert write_key_file(key_file)  # 0600: identity refuses a key file others can read
     env = {
         **os.environ,
         "DATABASE_URL": url,

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,8 @@ import httpx2
 
 from tests.gateway.support import write_topology
 from tests.system.conftest import REPO, free_port, stop
+
+__all__ = ["Live", "free_port", "gateway", "process", "raw_request", "status_of", "upstream"]
 
 START_TIMEOUT_SECONDS = 30.0
 
@@ -91,7 +93,7 @@ def process(
         stop(child)
 
 
-def upstream(folder: Path, name: str = "upstream") -> Iterator[Live]:
+def upstream(folder: Path, name: str = "upstream") -> AbstractContextManager[Live]:
     """tests/security/upstream_app.py under uvicorn: a small upstream for the gateway."""
     port = free_port()
     command = [
@@ -113,7 +115,7 @@ def upstream(folder: Path, name: str = "upstream") -> Iterator[Live]:
 
 def gateway(
     folder: Path, routes: Mapping[str, str], ports: Mapping[str, int], **settings: str
-) -> Iterator[Live]:
+) -> AbstractContextManager[Live]:
     """``python -m gateway serve`` in front of ``ports`` (service name -> port)."""
     topology = write_topology(folder, routes, ports)
     port = free_port()

@@ -19,7 +19,7 @@ import httpx2
 import pytest
 
 from launcher import Launcher, Timeouts, topologies
-from shop.identity.tokens import generate_private_key_pem
+from shop.identity.tokens import write_key_file
 from tests import support
 
 REPO = Path(__file__).resolve().parents[2]
@@ -255,9 +255,8 @@ def live_monolith(
 ) -> Iterator[LiveServer]:
     """``python -m monolith serve`` on a free loopback port, with test settings."""
     tmp = tmp_path_factory.mktemp("live-monolith")
-    key_pem = generate_private_key_pem()
     key_file = tmp / "signing-key.pem"
-    key_file.write_text(key_pem)
+    assert write_key_file(key_file)  # 0600: identity refuses a key file others can read
     port = free_port()
     env = {
         **os.environ,
@@ -330,7 +329,7 @@ def launcher_env(key_file: Path, **extra: str) -> dict[str, str]:
 def signing_key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh Ed25519 signing key for the launched topologies of this session."""
     key_file = tmp_path_factory.mktemp("launcher-key") / "signing-key.pem"
-    key_file.write_text(generate_private_key_pem())
+    assert write_key_file(key_file)  # 0600: identity refuses a key file others can read
     return key_file
 
 

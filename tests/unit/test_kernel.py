@@ -44,7 +44,7 @@ from shop.kernel.errors import (
 )
 from shop.kernel.pagination import PageParams, Paging
 from shop.kernel.ports import provide
-from shop.kernel.security import AdminUser, CurrentUser, Role, TokenVerifier
+from shop.kernel.security import AdminUser, ClientAddress, CurrentUser, Role, TokenVerifier
 from shop.kernel.types import (
     MAX_INT32,
     InputModel,
@@ -677,3 +677,52 @@ def test_metadata_uses_the_naming_convention() -> None:
     convention = make_metadata().naming_convention
     assert convention["pk"] == "pk_%(table_name)s"
     assert convention["ck"] == "ck_%(table_name)s_%(constraint_name)s"
+
+
+# --------------------------------------------------------------------------- client address
+
+
+def _address_app(edge_token: str) -> FastAPI:
+    app = FastAPI()
+    app.state.edge_token = edge_token
+
+    @app.get("/whoami")
+    async def whoami(address: ClientAddress) -> dict[str, str]:
+        return {"address": address}
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("edge_token", "headers", "expected"),
+    [
+        # The gateway's word, with the shared edge token: believed.
+        (
+            "edge",
+            {"X-Shop-Client-Address": "203.0.113.9", "X-Shop-Edge-Token": "edge"},
+            "203.0.113.9",
+        ),
+        (
+            "edge",
+            {"X-Shop-Client-Address": "2001:db8::1", "X-Shop-Edge-Token": "edge"},
+            "2001:db8::1",
+        ),
+        # Anyone else's: the connection's peer.
+        ("edge", {"X-Shop-Client-Address": "203.0.113.9"}, "192.0.2.7"),
+        (
+            "edge",
+            {"X-Shop-Client-Address": "203.0.113.9", "X-Shop-Edge-Token": "guess"},
+            "192.0.2.7",
+        ),
+        ("edge", {"X-Shop-Client-Address": "not-an-ip", "X-Shop-Edge-Token": "edge"}, "192.0.2.7"),
+        ("", {"X-Shop-Client-Address": "203.0.113.9", "X-Shop-Edge-Token": ""}, "192.0.2.7"),
+        ("edge", {"X-Forwarded-For": "203.0.113.9", "X-Real-IP": "203.0.113.9"}, "192.0.2.7"),
+    ],
+)
+async def test_the_client_address_is_the_peer_unless_the_gateway_vouches(
+    edge_token: str, headers: dict[str, str], expected: str
+) -> None:
+    transport = httpx2.ASGITransport(app=_address_app(edge_token), client=("192.0.2.7", 5000))
+    async with httpx2.AsyncClient(transport=transport, base_url="http://svc.test") as client:
+        resp = await client.get("/whoami", headers=headers)
+    assert resp.json() == {"address": expected}
