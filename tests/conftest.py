@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+# The contract suite's helpers assert; every tier that imports them (the security tier does)
+# gets pytest's rewritten asserts, whichever conftest is collected first.
+pytest.register_assert_rewrite("tests.contract.helpers")
+
 LIVE_PROCESS_FILES = (
     "tests/system/",
     "tests/kata/test_launcher_data.py",

@@ -34,6 +34,7 @@ SECRETS = {
     "POSTGRES_PASSWORD": "test-database-password",
     "SHOP_INTERNAL_TOKEN": "test-internal-token",
     "SHOP_EDGE_TOKEN": "test-edge-token",
+    "ORDERS_FINGERPRINT_KEY": "test-orders-fingerprint-key-0123456789abcdef",
     "IDENTITY_BOOTSTRAP_ADMIN_PASSWORD": "test-admin-password",
 }
 """What a .env file beside docker-compose.yml would hold: compose refuses to run without."""
