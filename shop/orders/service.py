@@ -312,21 +312,18 @@ async def _resume(
     answer = _replay(order, request_hash, in_flight_ok=True)
     if answer is not None:
         return answer
+    # The run that died does not count against the checkout: a fresh deadline for the rest.
     runner = _Runner(
         db,
         order.id,
         timedelta(seconds=settings.recovery_grace_seconds),
-        _deadline_of(order, settings),
+        utcnow() + timedelta(seconds=settings.checkout_deadline_seconds),
     )
     try:
         await runner.hold()
     except LeaseLost:
         return _replay(order, request_hash)  # someone runs it: in flight, or finished now
     logger.warning("checkout %s: its runner died; the client's retry goes on with it", order.id)
-    if utcnow() >= runner.deadline and order.saga_step != SagaStep.CHARGED:
-        # Too late to go on: settle it as recovery would (captured goes through).
-        await _recover_quietly(ports, runner, settings)
-        return await _answer_of(db, order.id, request_hash)
     return await _answer_within(settings, _drive(runner, ports, settings, order, card_number))
 
 
@@ -369,8 +366,11 @@ async def _answer_of_key(
     return None if existing is None else _replay(existing, request_hash)
 
 
-def _deadline_of(order: Order, settings: OrdersSettings) -> datetime:
-    return order.created_at + timedelta(seconds=settings.checkout_deadline_seconds)
+def _patience_of(order: Order, settings: OrdersSettings) -> datetime:
+    """Until when recovery leaves a checkout that was never charged to the client's retry:
+    a checkout's deadline, counted from when its last runner stopped answering for it."""
+    last_alive = max(order.created_at, order.lease_expires_at or order.created_at)
+    return last_alive + timedelta(seconds=settings.checkout_deadline_seconds)
 
 
 async def _new_order(
@@ -559,7 +559,7 @@ async def _recover(
     if (
         charge in (ChargeStatus.PENDING, None)
         and patient
-        and utcnow() < _deadline_of(order, settings)
+        and utcnow() < _patience_of(order, settings)
     ):
         await runner.release()  # the client's retry, which has the card, may go on with it
         return False

@@ -15,7 +15,7 @@ class OrdersSettings(ShopSettings, env_prefix="ORDERS_"):
         30.0, gt=0, description="How often interrupted checkouts are looked for"
     )
     recovery_grace_seconds: float = Field(
-        15.0,
+        12.0,
         ge=1,
         description="The lease of whoever runs a checkout or a cancellation: one that records"
         " no step for this long is taken as interrupted, and recovery (or the client's retry)"

@@ -1208,3 +1208,26 @@ async def test_the_clients_retry_goes_on_with_a_checkout_whose_runner_died(
     assert len(world.payments.captured()) == 1
     assert world.log.count("payments.charge") == 1
     assert (world.stock.on_hand[1], world.stock.reserved[1]) == (8, 0)
+
+
+async def test_a_dead_runner_does_not_count_against_the_checkouts_deadline(world: World) -> None:
+    """Orders died and its lease outlasted the checkout's deadline: the client's retry still
+    goes on with the checkout (before, it was rejected checkout-interrupted: a lost sale),
+    and recovery waits a deadline's length after the lease ran out before it gives up."""
+    user = customer()
+    fill_cart(world, user.user_id)
+    world.log.die_after.add("stock.reserve")
+    with pytest.raises(ProcessDied):
+        await checkout_with(world, user.user_id, SETTINGS)
+    world.log.die_after.clear()
+    long_ago = utcnow() - timedelta(seconds=SETTINGS.checkout_deadline_seconds + 5)
+    async with world.db.writer() as session, session.begin():
+        await session.execute(
+            sa.update(Order).values(created_at=long_ago, lease_expires_at=utcnow())
+        )
+    assert await service.resume_pending_orders(world.db, ports=world.ports, settings=SETTINGS) == 0
+
+    result = await checkout_with(world, user.user_id, SETTINGS)
+
+    assert result.status_code == 201, result.body
+    assert len(world.payments.captured()) == 1
