@@ -20,6 +20,7 @@ its processes run that checkout's code, the burst and the report are this one's.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import time
@@ -33,6 +34,7 @@ import anyio
 import anyio.to_thread
 import httpx2
 
+from bench import procs
 from bench.run import ADMIN_EMAIL, ADMIN_PASSWORD, REPO, say, server_env
 from launcher import Launcher, Timeouts, topologies
 from loadtests import burst
@@ -56,6 +58,8 @@ class Row:
     p50: float
     p99: float
     broken: int
+    cpu_ms: float
+    """Server CPU per checkout (every process of the topology), in milliseconds."""
 
 
 @contextmanager
@@ -110,6 +114,7 @@ async def one_burst(
             client, admin_email=ADMIN_EMAIL, admin_password=ADMIN_PASSWORD, customers=customers
         )
         back: list[float] = []
+        cpu_before = server_cpu(launcher)
 
         async def outage() -> None:
             if victim is not None:
@@ -117,6 +122,7 @@ async def one_burst(
                 back.append(await kill_and_restart(launcher, victim))
 
         await burst.check_out(client, shoppers, meanwhile=outage, give_up=90.0)
+        cpu = server_cpu(launcher) - cpu_before
         broken = await burst.broken_promises(client, shoppers)
     say(f"{side} {shape} killed {victim or '-'}: {shoppers.summary()}")
     for line in broken:
@@ -131,19 +137,29 @@ async def one_burst(
         shoppers.percentile(0.5),
         shoppers.percentile(0.99),
         len(broken),
+        # A killed process takes its CPU with it: only meaningful with nothing killed.
+        cpu / customers * 1000 if victim is None else math.nan,
     )
+
+
+def server_cpu(launcher: Launcher) -> float:
+    """CPU seconds of every server process of the topology (workers included) so far."""
+    pids = [pid for group in launcher.pids.values() for pid in group]
+    return sum(procs.cpu_seconds(pid) for pid in procs.with_children(pids))
 
 
 def table(rows: Sequence[Row]) -> str:
     lines = [
-        "| code | shape | killed | back in | lost | checkout p50 | checkout p99 | broken |",
-        "|---|---|---|---|---|---|---|---|",
+        "| code | shape | killed | back in | lost | p50 | p99 | broken | server CPU/checkout |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         back = "-" if row.back_seconds is None else f"{row.back_seconds:.1f} s"
+        cpu = "-" if math.isnan(row.cpu_ms) else f"{row.cpu_ms:.1f} ms"
         lines.append(
             f"| {row.side} | {row.shape} | {row.killed} | {back} |"
             f" {row.lost} of {row.customers} | {row.p50:.2f} s | {row.p99:.2f} s | {row.broken} |"
+            f" {cpu} |"
         )
     return "\n".join(lines)
 
@@ -152,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.outage", description=__doc__)
     parser.add_argument("--before", type=Path, help="another checkout to run the same against")
     parser.add_argument("--customers", type=int, default=24)
+    parser.add_argument(
+        "--calm-rounds", type=int, default=3, help="bursts that meet no outage, per side"
+    )
     parser.add_argument("--shapes", default="monolith,services")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -167,14 +186,17 @@ def main(argv: list[str] | None = None) -> int:
     for shape in shapes:
         for side, checkout in sides:
             with started(side, checkout, shape, out) as launcher:
-                for victim in (None, *SHAPES[shape][1]):
+                calm: tuple[str | None, ...] = (None,) * args.calm_rounds
+                for victim in (*calm, *SHAPES[shape][1]):
                     rows.append(anyio.run(one_burst, launcher, side, shape, victim, args.customers))
     report = (
         f"# Checkouts meeting a restart\n\n{args.customers} customers check out at once"
         " (1 in 8 declined, 1 in 8 on the slow card), each retrying by key once a second;"
         f" the victim is killed with SIGKILL {KILL_AFTER_SECONDS} s into the burst and started"
         " again at once. Lost: an approved card that did not end confirmed. Times: from the"
-        f" first POST /orders to the outcome.\n\n{table(rows)}\n\n"
+        " first POST /orders to the outcome. Server CPU: every process of the topology during"
+        " a burst that met no outage, per checkout.\n\n"
+        f"{table(rows)}\n\n"
         f"{time.monotonic() - started_at:.0f} s in all.\n"
     )
     (out / "outage.md").write_text(report)
