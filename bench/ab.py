@@ -34,10 +34,9 @@ from shop.identity.tokens import write_key_file
 
 
 @contextmanager
-def side(
-    label: str, checkout: Path, topology_file: str, out: Path, products: int
-) -> Iterator[Deployment]:
-    """The topology served from ``checkout`` (its code: cwd of every process), seeded."""
+def served_from(label: str, checkout: Path, topology_file: str, out: Path) -> Iterator[Launcher]:
+    """The topology started by the launcher from ``checkout``'s code (the cwd of every
+    process), on free ports and scratch SQLite databases under ``out``; stopped afterwards."""
     scratch = out / "scratch" / label
     scratch.mkdir(parents=True, exist_ok=True)
     key_file = scratch / "signing-key.pem"
@@ -57,6 +56,17 @@ def side(
     )
     launcher.start_all()
     try:
+        yield launcher
+    finally:
+        launcher.stop_all()
+
+
+@contextmanager
+def side(
+    label: str, checkout: Path, topology_file: str, out: Path, products: int
+) -> Iterator[Deployment]:
+    """The topology served from ``checkout`` (its code: cwd of every process), seeded."""
+    with served_from(label, checkout, topology_file, out) as launcher:
         url = launcher.gateway_url or next(iter(launcher.urls.values()))[0]
         subprocess.run(  # noqa: S603 (our interpreter, the checkout's module)
             [
@@ -69,7 +79,7 @@ def side(
                 str(products),
             ],
             cwd=checkout,
-            env=env,
+            env=server_env(out / "scratch" / label, out / "scratch" / label / "signing-key.pem"),
             check=True,
             stdout=subprocess.DEVNULL,
             timeout=600,
@@ -78,8 +88,6 @@ def side(
         if "catalog" in launcher.urls:
             deployment.extra_urls["catalog"] = launcher.urls["catalog"][0]
         yield deployment
-    finally:
-        launcher.stop_all()
 
 
 def main(argv: list[str] | None = None) -> int:

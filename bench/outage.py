@@ -24,8 +24,8 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,10 +35,10 @@ import anyio.to_thread
 import httpx2
 
 from bench import procs
-from bench.run import ADMIN_EMAIL, ADMIN_PASSWORD, REPO, say, server_env
-from launcher import Launcher, Timeouts, topologies
+from bench.ab import served_from
+from bench.run import ADMIN_EMAIL, ADMIN_PASSWORD, REPO, say
+from launcher import Launcher
 from loadtests import burst
-from shop.identity.tokens import write_key_file
 
 SHAPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "monolith": ("topologies/kata-00-monolith.toml", ("monolith",)),
@@ -62,31 +62,9 @@ class Row:
     """Server CPU per checkout (every process of the topology), in milliseconds."""
 
 
-@contextmanager
-def started(side: str, checkout: Path, shape: str, out: Path) -> Iterator[Launcher]:
+def started(side: str, checkout: Path, shape: str, out: Path) -> AbstractContextManager[Launcher]:
     """The shape's topology served from ``checkout``'s code, on free ports."""
-    scratch = out / "scratch" / f"{side}-{shape}"
-    scratch.mkdir(parents=True, exist_ok=True)
-    key_file = scratch / "signing-key.pem"
-    key_file.unlink(missing_ok=True)
-    write_key_file(key_file)
-    env = server_env(scratch, key_file)
-    topology = topologies.resolve(checkout / SHAPES[shape][0])
-    topology = topologies.relocate(topology, offset=topologies.free_port_offset(topology))
-    launcher = Launcher(
-        topology,
-        databases={name: f"sqlite+aiosqlite:///{scratch / name}.db" for name in topology.services},
-        run_dir=scratch / "run",
-        env=env,
-        cwd=checkout,
-        timeouts=Timeouts(migrate=120, ready=60, stop=10, seed=600),
-        progress=lambda line: say(f"{side} {shape}: {line}"),
-    )
-    launcher.start_all()
-    try:
-        yield launcher
-    finally:
-        launcher.stop_all()
+    return served_from(f"{side}-{shape}", checkout, SHAPES[shape][0], out)
 
 
 async def kill_and_restart(launcher: Launcher, victim: str) -> float:
@@ -172,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         "--calm-rounds", type=int, default=3, help="bursts that meet no outage, per side"
     )
     parser.add_argument("--shapes", default="monolith,services")
+    parser.add_argument(
+        "--calm-only", action="store_true", help="only the bursts that meet no outage"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     out = args.out or REPO / "bench" / "results" / f"outage-{datetime.now(UTC):%Y%m%d-%H%M%S}"
@@ -187,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         for side, checkout in sides:
             with started(side, checkout, shape, out) as launcher:
                 calm: tuple[str | None, ...] = (None,) * args.calm_rounds
-                for victim in (*calm, *SHAPES[shape][1]):
+                victims = () if args.calm_only else SHAPES[shape][1]
+                for victim in (*calm, *victims):
                     rows.append(anyio.run(one_burst, launcher, side, shape, victim, args.customers))
     report = (
         f"# Checkouts meeting a restart\n\n{args.customers} customers check out at once"

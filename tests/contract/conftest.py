@@ -20,7 +20,7 @@ pytest.register_assert_rewrite("tests.contract.helpers")
 
 import httpx2  # noqa: E402
 
-from tests.contract.helpers import SharedTransport, Target, User, expect, login  # noqa: E402
+from tests.contract.helpers import Target, User, client_for, sign_in_admin  # noqa: E402
 
 DEFAULT_TARGET = "tests.targets:monolith"
 
@@ -98,28 +98,14 @@ async def target(pytestconfig: pytest.Config) -> AsyncIterator[Target]:
         yield Target.from_mapping(raw)
 
 
-def _client(target: Target) -> httpx2.AsyncClient:
-    transport = None if target.transport is None else SharedTransport(target.transport)
-    return httpx2.AsyncClient(base_url=target.base_url, transport=transport, timeout=30.0)
-
-
 @pytest.fixture
 async def client(target: Target) -> AsyncIterator[httpx2.AsyncClient]:
-    async with _client(target) as http:
+    async with client_for(target) as http:
         yield http
 
 
 @pytest.fixture(scope="session")
 async def admin(target: Target) -> User:
     """The seeded administrator, logged in once for the whole session."""
-    async with _client(target) as http:
-        token = await login(http, target.admin_email, target.admin_password)
-        me = expect(await http.get("/users/me", headers={"Authorization": f"Bearer {token}"}), 200)
-    assert me["role"] == "admin", me
-    return User(
-        id=me["id"],
-        email=target.admin_email,
-        password=target.admin_password,
-        name=me["name"],
-        token=token,
-    )
+    async with client_for(target) as http:
+        return await sign_in_admin(http, target)

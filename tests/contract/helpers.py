@@ -234,6 +234,26 @@ class User:
         return bearer(self.token)
 
 
+def client_for(target: Target) -> httpx2.AsyncClient:
+    """An HTTP client of ``target``: over its in-process transport, or over TCP."""
+    transport = None if target.transport is None else SharedTransport(target.transport)
+    return httpx2.AsyncClient(base_url=target.base_url, transport=transport, timeout=30.0)
+
+
+async def sign_in_admin(client: httpx2.AsyncClient, target: Target) -> User:
+    """The target's seeded administrator, logged in."""
+    token = await login(client, target.admin_email, target.admin_password)
+    me = expect(await client.get("/users/me", headers=bearer(token)), 200)
+    assert me["role"] == "admin", me
+    return User(
+        id=me["id"],
+        email=target.admin_email,
+        password=target.admin_password,
+        name=me["name"],
+        token=token,
+    )
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

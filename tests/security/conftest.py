@@ -14,7 +14,7 @@ import httpx2
 import pytest
 
 from tests import targets
-from tests.contract.helpers import SharedTransport, Target, User, expect, login
+from tests.contract.helpers import Target, User, client_for, sign_in_admin
 
 SHAPES = ("monolith", "services")
 
@@ -31,26 +31,12 @@ async def shop(request: pytest.FixtureRequest) -> AsyncIterator[Target]:
         yield Target.from_mapping(raw)
 
 
-def http_client(shop: Target) -> httpx2.AsyncClient:
-    transport = None if shop.transport is None else SharedTransport(shop.transport)
-    return httpx2.AsyncClient(base_url=shop.base_url, transport=transport, timeout=30.0)
-
-
 @pytest.fixture
 async def client(shop: Target) -> AsyncIterator[httpx2.AsyncClient]:
-    async with http_client(shop) as http:
+    async with client_for(shop) as http:
         yield http
 
 
 @pytest.fixture
 async def admin(shop: Target, client: httpx2.AsyncClient) -> User:
-    token = await login(client, shop.admin_email, shop.admin_password)
-    me = expect(await client.get("/users/me", headers={"Authorization": f"Bearer {token}"}), 200)
-    assert me["role"] == "admin", me
-    return User(
-        id=me["id"],
-        email=shop.admin_email,
-        password=shop.admin_password,
-        name=me["name"],
-        token=token,
-    )
+    return await sign_in_admin(client, shop)
