@@ -38,6 +38,7 @@ FINAL_CONFLICTS = {"out-of-stock", "cart-empty", "checkout-interrupted", "order-
 STOCK = 1_000
 PRICES = (1999, 2500)
 PROBLEM_JSON = "application/problem+json"
+PREPARE_CONCURRENCY = 4
 
 
 def card_of(index: int) -> str:
@@ -170,8 +171,15 @@ async def prepare(
         )
         products.append(product["id"])
     people: list[Customer] = []
+    # A few at a time: the burst is the checkouts, not the sign-ups (on PostgreSQL, 24
+    # sign-ups at once can take every connection the server allows).
+    limiter = anyio.CapacityLimiter(PREPARE_CONCURRENCY)
 
     async def customer(index: int) -> None:
+        async with limiter:
+            await _customer(index)
+
+    async def _customer(index: int) -> None:
         email = f"burst-{label}-{index}@example.com"
         password = f"burst-password-{label}"
         response = await client.post(

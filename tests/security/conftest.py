@@ -24,9 +24,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="session", params=SHAPES)
+@pytest.fixture(scope="module", params=SHAPES)
 async def shop(request: pytest.FixtureRequest) -> AsyncIterator[Target]:
-    """One deployment shape, built once per session."""
+    """One deployment shape, built once per module (not per session: on PostgreSQL its
+    connection pools would stay open beside the later tiers' topologies, and the server
+    allows 100 connections in all)."""
     async with getattr(targets, request.param)() as raw:
         yield Target.from_mapping(raw)
 
