@@ -29,13 +29,13 @@ from bench.run import (
     LOCUSTFILE,
     REPO,
     Plan,
-    free_port,
     locust_command,
     monolith,
     say,
     services,
     stop_process,
 )
+from launcher.topologies import free_port
 
 SMOKE_PLAN = Plan(ladder=(8,), seconds=10, repeats=1, warmup_seconds=0, products=50)
 

@@ -22,7 +22,6 @@ import os
 import platform
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from bench import procs
 from bench import report as rep
 from kata import steps as kata
 from launcher import Launcher, LauncherError, Timeouts, topologies
+from launcher.topologies import free_port
 from shop.identity.tokens import write_key_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -240,12 +240,6 @@ def reference_app(out: Path, database: Path) -> Iterator[Deployment]:
         yield Deployment("reference", url, {"reference": [process.pid]})
     finally:
         stop_process(process)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def entry_url(launcher: Launcher) -> str:

@@ -33,7 +33,8 @@ import aiohttp
 import httpx2
 
 from bench import procs
-from bench.run import REPO, free_port, stop_process, wait_ready
+from bench.run import REPO, stop_process, wait_ready
+from launcher.topologies import free_port
 from shop.kernel.http import Upstream
 from shop.kernel.transport import session as tuned_session
 

@@ -18,6 +18,7 @@ from shop.kernel.topology import HOST, Topology, TopologyError, load, parse_repl
 
 __all__ = [
     "all_ports",
+    "free_port",
     "free_port_offset",
     "port_is_free",
     "relocate",
@@ -110,6 +111,13 @@ def write(topology: Topology, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(topology), encoding="utf-8")
     return path
+
+
+def free_port(host: str = HOST) -> int:
+    """A port nobody listens on right now (the system picks it; a race stays possible)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def port_is_free(port: int, host: str = HOST) -> bool:

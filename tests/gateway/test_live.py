@@ -7,7 +7,6 @@ fixture, nothing else); the gateway itself is driven in process.
 from __future__ import annotations
 
 import hashlib
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +18,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.clients import AiohttpClient
+from launcher.topologies import free_port
 from tests.gateway.support import (
     Keys,
     echo_app,
@@ -32,12 +32,6 @@ from tests.gateway.support import write_topology as write
 pytestmark = pytest.mark.anyio
 
 ROUTES = {"/products": "catalog", "/auth": "identity", "/.well-known": "identity"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ThreadServer:

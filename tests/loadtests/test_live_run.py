@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from bench import report as rep
+from launcher.topologies import free_port
 from shop.identity.tokens import write_key_file
 from tests import support
-from tests.system.conftest import free_port, stop, wait_ready
+from tests.system.conftest import stop, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 LOCUST_SECONDS = 6

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import httpx2
 
+from launcher.topologies import free_port
 from tests.gateway.support import write_topology
-from tests.system.conftest import REPO, free_port, stop
+from tests.system.conftest import REPO, stop
 
 __all__ = ["Live", "free_port", "gateway", "process", "raw_request", "status_of", "upstream"]
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ import httpx2
 import pytest
 
 from launcher import Launcher, Timeouts, topologies
+from launcher.topologies import free_port
 from shop.identity.tokens import write_key_file
 from tests import support
 
@@ -29,12 +29,6 @@ START_TIMEOUT_SECONDS = 30.0
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

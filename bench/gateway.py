@@ -1,6 +1,6 @@
 """The gateway tax, measured: direct vs through the gateway, per upstream client stack.
 
-python -m gateway.bench [--upstream trivial|URL] [--path /products/1] [--seconds 10]
+python -m bench.gateway [--upstream trivial|URL] [--path /products/1] [--seconds 10]
                         [--rounds 3] [--connections 64]
 
 Starts every server itself on 127.0.0.1 with a known pid, pinned with ``taskset`` to CPU 0
@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ import httpx2
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
+
+from launcher.topologies import free_port
 
 SERVER_CPU = "0"
 LOAD_CPU = "1"
@@ -102,13 +103,6 @@ def catchall_app() -> FastAPI:
 
 
 # --- the runner ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -211,7 +205,7 @@ def wrk(url: str, seconds: int, connections: int, pids: list[int], headers: list
 
 def main(argv: list[str] | None = None) -> None:
     """Run every target, interleaved, and print the report."""
-    parser = argparse.ArgumentParser(prog="python -m gateway.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.gateway", description=__doc__)
     parser.add_argument("--upstream", default="trivial", help="'trivial' or http://HOST:PORT")
     parser.add_argument("--upstream-pid", type=int, default=None)
     parser.add_argument("--path", default="/products/1")
@@ -271,7 +265,7 @@ def _upstream(
         yield args.upstream.rstrip("/"), [args.upstream_pid] if args.upstream_pid else []
         return
     port = free_port()
-    command = [*uvicorn, "--port", str(port), "gateway.bench:trivial_app"]
+    command = [*uvicorn, "--port", str(port), "bench.gateway:trivial_app"]
     with server(command, port, {}, tmp / "upstream.log") as pid:
         yield f"http://127.0.0.1:{port}", [pid]
 
@@ -294,7 +288,7 @@ def _servers(
                     env["GATEWAY_VERIFIED_TOKEN_TTL_SECONDS"] = "0"  # noqa: S105 (a TTL)
             elif target == "catchall-aiohttp":
                 command = [*uvicorn, "--port", str(port), "--factory"]
-                command.append("gateway.bench:catchall_app")
+                command.append("bench.gateway:catchall_app")
                 env = {"BENCH_UPSTREAM": upstream}
             else:
                 raise SystemExit(f"unknown target {target}")
