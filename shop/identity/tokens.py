@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import stat
 import time
 import uuid
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shop.identity.settings import IdentitySettings
+from shop.kernel.secrets import private_folder, read_private, write_private
 from shop.kernel.security import ACCESS_TOKEN_TYPE, ALGORITHM, Role
 
 logger = logging.getLogger("shop.identity.keys")
@@ -50,41 +50,19 @@ def generate_private_key_pem() -> str:
     return pem.decode("ascii")
 
 
-def _private_folder(folder: Path) -> None:
-    """Create ``folder`` (and its parents) if missing; the folder itself 0700 when made here."""
-    if folder.is_dir():
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o700)  # mkdir's mode goes through the umask
-
-
-def _write_private(path: Path, pem: str) -> None:
-    """Write a new file readable by its owner only (0600 whatever the umask)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        os.fchmod(out.fileno(), 0o600)
-        out.write(pem)
-
-
 def write_key_file(path: Path) -> bool:
     """Create a new private key file (0600, its folder 0700) unless one exists; True if
     created."""
     if path.exists():
         return False
-    _private_folder(path.parent)
-    _write_private(path, generate_private_key_pem())
+    private_folder(path.parent)
+    write_private(path, generate_private_key_pem())
     return True
 
 
 def read_key_file(path: Path) -> SigningKey:
     """Load a key file; one that its group or others may access is refused, loudly."""
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise RuntimeError(
-            f"the signing key {path} is accessible to its group or others (mode {mode:04o}):"
-            f" a private key must be readable by its owner only; run `chmod 600 {path}`"
-        )
-    return SigningKey.from_pem(path.read_text(encoding="ascii"))
+    return SigningKey.from_pem(read_private(path, what="the signing key"))
 
 
 def previous_key_files(path: Path) -> list[Path]:
@@ -107,10 +85,10 @@ def rotate_key_file(path: Path) -> tuple[SigningKey, SigningKey]:
     old = read_key_file(path)
     aside = _previous_name(path, old.kid)
     if not aside.exists():
-        _write_private(aside, path.read_text(encoding="ascii"))
+        write_private(aside, path.read_text(encoding="ascii"))
     os.utime(aside)
     fresh = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    _write_private(fresh, generate_private_key_pem())
+    write_private(fresh, generate_private_key_pem())
     os.replace(fresh, path)
     return old, read_key_file(path)
 
