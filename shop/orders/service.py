@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -77,23 +77,20 @@ def _request_hash(data: OrderCreate, settings: OrdersSettings) -> str:
     return hmac.new(key, data.model_dump_json().encode(), hashlib.sha256).hexdigest()
 
 
-@overload
-def _replay(order: Order, request_hash: str) -> StoredResponse: ...
-@overload
-def _replay(order: Order, request_hash: str, *, in_flight_ok: bool) -> StoredResponse | None: ...
-def _replay(
-    order: Order, request_hash: str, *, in_flight_ok: bool = False
-) -> StoredResponse | None:
-    """The answer stored for the order's key; with none yet, 409 in flight (or None)."""
+def _same_request(order: Order, request_hash: str) -> None:
+    """Refuse a key used again with another body (422)."""
     # An empty fingerprint is an order from before fingerprints were keyed (its unkeyed
     # hash was erased): its replays are not compared.
     if order.request_hash and not hmac.compare_digest(order.request_hash, request_hash):
         raise IdempotencyKeyReused(
             "This Idempotency-Key was already used with a different request body."
         )
+
+
+def _replay(order: Order, request_hash: str) -> StoredResponse:
+    """The answer stored for the order's key; with none yet, 409 in flight."""
+    _same_request(order, request_hash)
     if order.response_status is None or order.response_body is None:
-        if in_flight_ok:
-            return None
         raise IdempotencyKeyInFlight(
             "A checkout with this Idempotency-Key is still in progress; retry shortly."
         )
@@ -309,9 +306,9 @@ async def _resume(
 ) -> StoredResponse:
     """The answer to a retried key: the stored one, or the saga carried on by this request
     if nobody runs it any more (its runner died), or 409 in flight if somebody does."""
-    answer = _replay(order, request_hash, in_flight_ok=True)
-    if answer is not None:
-        return answer
+    _same_request(order, request_hash)
+    if order.response_status is not None:
+        return _replay(order, request_hash)
     # The run that died does not count against the checkout: a fresh deadline for the rest.
     runner = _Runner(
         db,
@@ -369,7 +366,7 @@ async def _answer_of_key(
 def _patience_of(order: Order, settings: OrdersSettings) -> datetime:
     """Until when recovery leaves a checkout that was never charged to the client's retry:
     a checkout's deadline, counted from when its last runner stopped answering for it."""
-    last_alive = max(order.created_at, order.lease_expires_at or order.created_at)
+    last_alive = order.lease_expires_at or order.created_at
     return last_alive + timedelta(seconds=settings.checkout_deadline_seconds)
 
 
