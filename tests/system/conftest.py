@@ -265,6 +265,10 @@ def live_monolith(
         "IDENTITY_BOOTSTRAP_ADMIN_PASSWORD": support.ADMIN_PASSWORD,
         "PAYMENTS_PROCESSOR_DELAY_SECONDS": str(support.PAYMENT_DELAY_SECONDS),
         "ORDERS_FINGERPRINT_KEY": support.FINGERPRINT_KEY,
+        # Every client of these tests comes from 127.0.0.1: the contract suite's and the
+        # fuzzer's failed sign-ins would add up to the per-address limit (30) and turn the
+        # next ones into 429s. tests/security shows the limit itself.
+        "IDENTITY_THROTTLE_ADDRESS_FAILURES": "100000",
     }
     env.pop("IDENTITY_SIGNING_KEY_PEM", None)
     log_file = tmp / "server.log"
@@ -308,6 +312,10 @@ def launcher_env(key_file: Path, **extra: str) -> dict[str, str]:
         "IDENTITY_BOOTSTRAP_ADMIN_PASSWORD": support.ADMIN_PASSWORD,
         "PAYMENTS_PROCESSOR_DELAY_SECONDS": str(support.PAYMENT_DELAY_SECONDS),
         "ORDERS_FINGERPRINT_KEY": support.FINGERPRINT_KEY,
+        # Every client of these tests comes from 127.0.0.1: the contract suite's and the
+        # fuzzer's failed sign-ins would add up to the per-address limit (30) and turn the
+        # next ones into 429s. tests/security shows the limit itself.
+        "IDENTITY_THROTTLE_ADDRESS_FAILURES": "100000",
         "GATEWAY_ISSUER": support.ISSUER,
         "GATEWAY_AUDIENCE": support.AUDIENCE,
         "GATEWAY_CONNECT_TIMEOUT_SECONDS": str(GATEWAY_CONNECT_TIMEOUT_SECONDS),
