@@ -79,6 +79,7 @@ FINAL: dict[int | str, set[str | None]] = {
     504: {"payment-timeout"},
 }
 NOT_YET = {(409, "idempotency-key-in-flight")}
+IN_FLIGHT_RETRIES = 10
 """An answer that is no outcome: the checkout runs on; the same key asked again tells."""
 
 
@@ -161,19 +162,26 @@ async def _shopper(
         roll = rng.random()
         card = DECLINED_CARD if roll < 0.07 else TIMEOUT_CARD if roll < 0.1 else APPROVED_CARD
         attempt = Attempt(index, uuid.uuid4().hex, order_body(card), time.monotonic(), 0.0, "")
-        try:
-            response = await client.post(
-                "/orders",
-                json=attempt.body,
-                headers={**user.headers, "Idempotency-Key": attempt.key},
-            )
-        except httpx2.HTTPError as exc:
-            attempt.status = type(exc).__name__
-        else:
+        # A checkout still running answers 409 in flight: like a real client, ask again with
+        # the same key (once a second, a while) before the next checkout, which would
+        # otherwise meet this one as 409 checkout-in-progress.
+        for _ in range(IN_FLIGHT_RETRIES):
+            try:
+                response = await client.post(
+                    "/orders",
+                    json=attempt.body,
+                    headers={**user.headers, "Idempotency-Key": attempt.key},
+                )
+            except httpx2.HTTPError as exc:
+                attempt.status = type(exc).__name__
+                break
             attempt.status = response.status_code
             attempt.slug = _slug(response)
             if response.status_code == 201:
                 attempt.order = response.json()
+            if (attempt.status, attempt.slug) not in NOT_YET:
+                break
+            await anyio.sleep(1.0)
         attempt.seconds = time.monotonic() - attempt.started
         stream.attempts.append(attempt)
         if attempt.status in {503, 504}:
