@@ -27,6 +27,7 @@ from monolith.settings import MonolithSettings
 from shop.identity import service
 from shop.identity.dependencies import IdentityRuntime
 from shop.identity.exceptions import EmailTaken
+from shop.identity.settings import IdentitySettings
 from shop.identity.tokens import retire_key_files, rotate_key_file, write_key_file
 from shop.kernel import process
 from shop.kernel.db import Database
@@ -35,7 +36,7 @@ from shop.kernel.security import Role
 
 
 def _keygen(settings: MonolithSettings) -> None:
-    path = settings.identity.signing_key_file
+    path = settings.contexts(IdentitySettings).signing_key_file
     if write_key_file(path):
         print(f"created signing key {path}")
     else:
@@ -43,14 +44,14 @@ def _keygen(settings: MonolithSettings) -> None:
 
 
 def _rotate_key(settings: MonolithSettings) -> None:
-    path = settings.identity.signing_key_file
+    path = settings.contexts(IdentitySettings).signing_key_file
     if not path.is_file():
         sys.exit(f"no signing key at {path} to rotate: run keygen first")
     try:
         old, new = rotate_key_file(path)
     except RuntimeError as exc:
         sys.exit(str(exc))
-    ttl = settings.identity.access_token_ttl_seconds
+    ttl = settings.contexts(IdentitySettings).access_token_ttl_seconds
     print(f"new signing key {new.kid} in {path}; new tokens are signed with it")
     print(
         f"the previous key {old.kid} stays published for its tokens' lifetime ({ttl} s), then"
@@ -60,9 +61,9 @@ def _rotate_key(settings: MonolithSettings) -> None:
 
 
 def _retire_keys(settings: MonolithSettings, kid: str | None) -> None:
-    path = settings.identity.signing_key_file
+    path = settings.contexts(IdentitySettings).signing_key_file
     retired = retire_key_files(
-        path, ttl_seconds=settings.identity.access_token_ttl_seconds, kid=kid
+        path, ttl_seconds=settings.contexts(IdentitySettings).access_token_ttl_seconds, kid=kid
     )
     if kid is not None and kid not in retired:
         sys.exit(f"no set-aside key {kid} beside {path} (the signing key itself cannot be retired)")
@@ -76,8 +77,8 @@ def _migrate(settings: MonolithSettings) -> None:
 
 async def _seed(settings: MonolithSettings, plan: SeedPlan, if_empty: bool) -> None:
     """Seed through the API of an in-process app: the same path as a remote seed."""
-    email = settings.identity.bootstrap_admin_email
-    password = settings.identity.bootstrap_admin_password
+    email = settings.contexts(IdentitySettings).bootstrap_admin_email
+    password = settings.contexts(IdentitySettings).bootstrap_admin_password
     if not email or password is None:
         sys.exit("seed needs IDENTITY_BOOTSTRAP_ADMIN_EMAIL and IDENTITY_BOOTSTRAP_ADMIN_PASSWORD")
     app = create_app(settings.model_copy(update={"recover_checkouts": False}))
@@ -97,7 +98,7 @@ async def _create_admin(
     settings: MonolithSettings, email: str, password: str, *, promote: bool
 ) -> None:
     """Create an admin; with ``promote``, make an existing account one and set its password."""
-    identity = IdentityRuntime.from_settings(settings.identity)
+    identity = IdentityRuntime.from_settings(settings.contexts(IdentitySettings))
     db = Database.connect(settings.database_url)
     try:
         async with db.writer() as session, session.begin():
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if "identity" in served_contexts(settings):
             try:
-                settings.identity.check_listener(args.host)
+                settings.contexts(IdentitySettings).check_listener(args.host)
             except ValueError as exc:
                 sys.exit(str(exc))
         process.serve(

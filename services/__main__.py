@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(str(exc))
     process.serve(
         spec.app,
+        # The app reads which service of the topology it is from there (its workers too).
+        environment={"SHOP_SERVICE": spec.name},
         host=args.host,
         port=args.port or spec.port,
         workers=args.workers,

@@ -102,12 +102,8 @@ def identity_settings(signing_key_pem: str) -> IdentitySettings:
 
 
 def monolith_settings(database_url: str, signing_key_pem: str | None = None) -> MonolithSettings:
-    return MonolithSettings(
-        database_url=database_url,
-        identity=identity_settings(signing_key_pem or generate_private_key_pem()),
-        payments=PaymentsSettings(processor_delay_seconds=PAYMENT_DELAY_SECONDS),
-        orders=OrdersSettings(
-            recovery_interval_seconds=3600, fingerprint_key=SecretStr(FINGERPRINT_KEY)
-        ),
-        recover_checkouts=False,
+    return MonolithSettings(database_url=database_url, recover_checkouts=False).with_contexts(
+        identity_settings(signing_key_pem or generate_private_key_pem()),
+        PaymentsSettings(processor_delay_seconds=PAYMENT_DELAY_SECONDS),
+        OrdersSettings(recovery_interval_seconds=3600, fingerprint_key=SecretStr(FINGERPRINT_KEY)),
     )

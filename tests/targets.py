@@ -26,8 +26,11 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from kata.steps import step
+from shop.identity.settings import IdentitySettings
 from shop.identity.tokens import generate_private_key_pem
 from shop.kernel.topology import Topology, load
+from shop.orders.settings import OrdersSettings
+from shop.payments.settings import PaymentsSettings
 from tests import support
 
 INTERNAL_TOKEN = "in-process-internal-token"
@@ -66,7 +69,7 @@ def _settings(
     spec = topology.services[service]
     base = support.monolith_settings(url, key)
     if identity:
-        base = base.model_copy(update={"identity": base.identity.model_copy(update=identity)})
+        base = base.with_contexts(base.contexts(IdentitySettings).model_copy(update=identity))
     if spec.app == MONOLITH_APP:
         return base.model_copy(
             update={
@@ -77,15 +80,16 @@ def _settings(
             }
         )
     settings_module = importlib.import_module("services.settings")
-    return settings_module.ServiceSettings(
+    settings = settings_module.ServiceSettings(
         database_url=url,
         internal_token=SecretStr(INTERNAL_TOKEN),
         edge_token=SecretStr(EDGE_TOKEN),
         topology=topology.source,
-        identity=base.identity,
-        payments=base.payments,
-        orders=base.orders,
+        service_name=service,
         recover_checkouts=False,
+    )
+    return settings.with_contexts(
+        *(base.contexts(kind) for kind in (IdentitySettings, PaymentsSettings, OrdersSettings))
     )
 
 

@@ -25,7 +25,10 @@ from shop.kernel.db import create_engine, normalise_url
 from shop.kernel.settings import DEFAULT_DATABASE_URL
 
 SHOP_ROOT = Path(__file__).resolve().parent.parent
-CONTEXTS = ["identity", "catalog", "inventory", "cart", "orders", "payments"]
+CONTEXTS = sorted(
+    folder.name for folder in SHOP_ROOT.iterdir() if (folder / "migrations" / "versions").is_dir()
+)
+"""Every context with a migration stream (a ``migrations/versions`` folder), by name."""
 
 
 def version_table(context_name: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from shop.kernel.server import LIMITS_ENV, ServerLimits
@@ -30,10 +30,12 @@ def serve(
     port: int,
     workers: int = 1,
     limits: ServerLimits | None = None,
+    environment: Mapping[str, str] | None = None,
     **options: Any,
 ) -> None:
     """Serve the app that ``factory`` (``module:function``) builds, in each worker process;
-    ``options`` go to ``uvicorn.run`` as they are.
+    ``options`` go to ``uvicorn.run`` as they are; ``environment`` is added to the process's
+    environment first (the app and its workers read their settings from it).
 
     The HTTP protocol is uvicorn's httptools one with ``limits`` on what a client may send
     (:mod:`shop.kernel.server`).
@@ -41,6 +43,7 @@ def serve(
     import uvicorn
 
     # Workers are new processes: they find the factory and the limits in their environment.
+    os.environ.update(environment or {})
     os.environ[_FACTORY] = factory
     os.environ[LIMITS_ENV] = (limits or ServerLimits()).to_env()
     uvicorn.run(

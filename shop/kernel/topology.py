@@ -17,6 +17,8 @@ from typing import Any
 DEFAULT_TOPOLOGY = Path("topologies/services.toml")
 MAX_REPLICAS = 9
 HOST = "127.0.0.1"
+SERVICE_APP = "services.app:create_app"
+"""The app of a service that names none: built from its contexts' declarations."""
 
 
 class TopologyError(ValueError):
@@ -118,7 +120,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Topology:
         services = {
             name: ServiceSpec(
                 name=name,
-                app=str(spec["app"]),
+                app=str(spec.get("app", SERVICE_APP)),
                 contexts=tuple(spec.get("contexts", ())),
                 port=int(spec["port"]),
                 replicas=int(spec.get("replicas", 1)),

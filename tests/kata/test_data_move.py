@@ -31,12 +31,13 @@ from kata import data, steps
 from kata.__main__ import main as kata_main
 from launcher import control, databases
 from monolith.app import create_app
-from services.identity.app import create_app as create_identity_service
+from services.app import create_app as create_service
 from services.settings import ServiceSettings
 from shop.cart.models import CartLine
 from shop.catalog import service as catalog
 from shop.catalog.models import Category, Product
 from shop.catalog.schemas import CategoryCreate, ProductCreate, ProductUpdate
+from shop.identity.settings import IdentitySettings
 from shop.inventory.models import StockItem
 from shop.kernel.db import Database
 from shop.kernel.migrations import CONTEXTS
@@ -86,7 +87,7 @@ class ShopData:
 async def fill_monolith(url: str) -> ShopData:
     """Migrate ``url`` and fill every context through the monolith's API, in process."""
     await support.migrate(url)
-    key = support.monolith_settings(url).identity.signing_key_pem
+    key = support.monolith_settings(url).contexts(IdentitySettings).signing_key_pem
     assert key is not None
     pem = key.get_secret_value()
     app = create_app(support.monolith_settings(url, pem))
@@ -291,10 +292,10 @@ async def test_every_context_moves_with_every_row(
             database_url=targets["identity"],
             internal_token=SecretStr("test-internal-token"),
             topology=REPO / "topologies/services.toml",
-            identity=support.identity_settings(shop.key),
+            service_name="identity",
             recover_checkouts=False,
-        )
-        app = create_identity_service(settings)
+        ).with_contexts(support.identity_settings(shop.key))
+        app = create_service(settings)
         async with (
             app.router.lifespan_context(app),
             httpx2.AsyncClient(

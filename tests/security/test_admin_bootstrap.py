@@ -29,7 +29,7 @@ from pydantic import SecretStr
 from monolith import __main__ as monolith_cli
 from monolith.app import create_app as create_monolith
 from services import __main__ as services_cli
-from services.identity.app import create_app as create_identity_service
+from services.app import create_app as create_service
 from services.settings import ServiceSettings
 from shop.identity.tokens import generate_private_key_pem
 from shop.kernel import process
@@ -60,14 +60,14 @@ class Deployable:
         )
         if self.shape == "monolith":
             settings = support.monolith_settings(self.database_url, self.key)
-            return create_monolith(settings.model_copy(update={"identity": identity}))
-        return create_identity_service(
+            return create_monolith(settings.with_contexts(identity))
+        return create_service(
             ServiceSettings(
                 database_url=self.database_url,
                 internal_token=SecretStr("in-process-internal-token"),
                 topology=SERVICES_TOPOLOGY,
-                identity=identity,
-            )
+                service_name="identity",
+            ).with_contexts(identity)
         )
 
 

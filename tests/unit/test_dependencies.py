@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
-from monolith.app import CONTEXTS
+from composition.contexts import declared
 from shop.kernel.ops import router as ops_router
 
 
@@ -30,7 +30,16 @@ def _is_async(call: object) -> bool:
 
 
 def test_no_endpoint_or_dependency_runs_in_the_thread_pool() -> None:
-    routers = [ops_router] + [r for pair in CONTEXTS.values() for r in pair if r is not None]
+    routers = [ops_router]
+    for context in declared().values():
+        routers += (
+            [context.router]
+            if context.internal_router is None
+            else [
+                context.router,
+                context.internal_router,
+            ]
+        )
     sync = []
     checked = 0
     for router in routers:

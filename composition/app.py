@@ -1,0 +1,193 @@
+"""``build()``: one FastAPI app serving some contexts on one database, the rest elsewhere.
+
+Every deployable is this function with other arguments: the monolith serves every context;
+a service serves the contexts its topology gives it; a kata step's monolith serves what is
+left. Each served context's public router is mounted unchanged; its internal router too when
+some context runs in another process (a caller may be remote). Each port a served context
+needs is bound through :data:`bindings.registry.BINDINGS`: in process when its provider is
+served here, over HTTP to the provider's service otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import anyio
+import httpx2
+from fastapi import FastAPI
+
+from bindings import http
+from bindings.registry import BINDINGS
+from composition.contexts import CompositionError, declared, pick
+from composition.settings import DeployableSettings
+from shop.identity.settings import IdentitySettings
+from shop.kernel.context import Context, Runtime
+from shop.kernel.db import Database
+from shop.kernel.docs import install_docs
+from shop.kernel.edge import install_edge
+from shop.kernel.errors import install_error_handlers
+from shop.kernel.http import Upstream
+from shop.kernel.ops import router as ops_router
+from shop.kernel.security import TokenVerifier
+from shop.kernel.topology import Topology
+
+logger = logging.getLogger("composition")
+
+TITLE = "shopkata"
+SUMMARY = "An online shop: identity, catalog, inventory, cart, orders, payments."
+VERSION = "0.1.0"
+KEYS_CONTEXT = "identity"
+"""The context that publishes the token keys (JWKS) every deployable verifies with."""
+
+
+class _Upstreams:
+    """Upstreams to the contexts served elsewhere, opened on first use, closed with the app."""
+
+    def __init__(
+        self,
+        settings: DeployableSettings,
+        topology: Topology | None,
+        stack: AsyncExitStack,
+        transports: Mapping[str, httpx2.AsyncBaseTransport],
+    ) -> None:
+        self._settings = settings
+        self._topology = topology
+        self._stack = stack
+        self._transports = transports
+        self._open: dict[str, Upstream] = {}
+
+    def __call__(self, context: str) -> Upstream:
+        if context not in self._open:
+            if self._topology is None:
+                raise CompositionError(
+                    f"{context} is not served here and no topology says where it runs"
+                )
+            token = self._settings.internal_token
+            client = http.upstream(
+                context,
+                self._topology,
+                self._settings,
+                internal_token=token.get_secret_value() if token else "",
+                read_floor=declared()[context].call_floor(self._settings.contexts),
+                transports=self._transports,
+            )
+            self._stack.push_async_callback(client.aclose)
+            self._open[context] = client
+        return self._open[context]
+
+
+def _bind(runtime: Runtime, served: tuple[Context, ...], remote: _Upstreams) -> None:
+    names = {context.name for context in served}
+    for context in served:
+        for port in context.needs:
+            binding = BINDINGS.get(port)
+            if binding is None:
+                raise CompositionError(
+                    f"{context.name} needs {port.__module__}.{port.__qualname__}, which no"
+                    " entry of bindings/registry.py binds"
+                )
+            if binding.provider in names:
+                runtime.ports[port] = binding.local(runtime.db, runtime.state)
+            else:
+                runtime.ports[port] = binding.remote(remote(binding.provider))
+
+
+def build(
+    settings: DeployableSettings,
+    *,
+    service: str,
+    served: tuple[str, ...],
+    database_url: str,
+    topology: Topology | None = None,
+    transports: Mapping[str, httpx2.AsyncBaseTransport] | None = None,
+) -> FastAPI:
+    """An app serving the ``served`` contexts on ``database_url``.
+
+    ``topology`` says where the other contexts run (none: every context must be served
+    here). ``transports`` (by service name) reaches the other services in process, as
+    tests do; the same mapping, not a copy, so a test can fill it as it builds the apps.
+    """
+    contexts = pick(served, where=service)
+    elsewhere = sorted(set(declared()) - set(served))
+    internal_token = settings.internal_token.get_secret_value() if settings.internal_token else ""
+    if elsewhere and not internal_token:
+        raise CompositionError(
+            f"{', '.join(elsewhere)} served elsewhere but SHOP_INTERNAL_TOKEN is not set: the"
+            " processes of the shop need a shared secret for their calls to each other"
+            " (the launcher generates one per run)"
+        )
+    links: Mapping[str, httpx2.AsyncBaseTransport] = {} if transports is None else transports
+    identity = settings.contexts(IdentitySettings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database.connect(database_url, pool_size=settings.db_pool_size)
+        async with AsyncExitStack() as stack, anyio.create_task_group() as tasks:
+            stack.push_async_callback(db.dispose)
+            remote = _Upstreams(settings, topology, stack, links)
+            runtime = Runtime(
+                service=service,
+                db=db,
+                state=app.state,
+                settings=settings.contexts,
+                ports={},
+                tasks=tasks,
+                stack=stack,
+                background=settings.recover_checkouts,
+            )
+            app.state.database = db
+            app.state.internal_token = internal_token
+            app.state.edge_token = (
+                settings.edge_token.get_secret_value() if settings.edge_token else ""
+            )
+            app.state.ports = runtime.ports
+            for context in contexts:
+                if context.start is not None:
+                    await context.start(runtime)
+            app.state.token_verifier = TokenVerifier(
+                runtime.jwks or http.remote_jwks(remote(KEYS_CONTEXT)),
+                issuer=identity.issuer,
+                audience=identity.audience,
+                max_age_seconds=identity.jwks_max_age_seconds,
+            )
+            _bind(runtime, contexts, remote)
+            for context in contexts:
+                if context.run is not None:
+                    await context.run(runtime)
+            yield
+            tasks.cancel_scope.cancel()
+
+    app = FastAPI(
+        title=TITLE,
+        summary=SUMMARY,
+        version=VERSION,
+        lifespan=lifespan,
+        # /docs with a strict Content-Security-Policy (shop.kernel.docs); no ReDoc.
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    install_edge(app, settings)
+    install_docs(app)
+    app.include_router(ops_router)
+    for context in contexts:
+        app.include_router(context.router)
+        if context.internal_router is not None and elsewhere:
+            app.include_router(context.internal_router)
+    return app
+
+
+def served_by(topology: Topology, service: str) -> tuple[str, ...]:
+    """The contexts ``service`` serves in ``topology``; a clear error if it has no such service."""
+    spec = topology.services.get(service)
+    if spec is None:
+        raise CompositionError(
+            f"topology {topology.source or topology.name} has no service named {service!r}:"
+            f" {sorted(topology.services)}"
+        )
+    return spec.contexts
+
+
+__all__ = ["CompositionError", "build", "served_by"]

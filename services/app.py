@@ -1,0 +1,42 @@
+"""A service: ``create_app()`` builds one service of the topology, on its own database.
+
+uvicorn --factory services.app:create_app        (SHOP_SERVICE=catalog; or python -m services)
+
+Which contexts it serves comes from the topology (``SHOP_TOPOLOGY``); what each of them
+mounts, needs and starts from its declaration (``shop/<context>/context.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx2
+from fastapi import FastAPI
+
+from composition.app import CompositionError, build, served_by
+from services.settings import ServiceSettings
+from shop.kernel.topology import load
+
+
+def create_app(
+    settings: ServiceSettings | None = None,
+    *,
+    transports: Mapping[str, httpx2.AsyncBaseTransport] | None = None,
+) -> FastAPI:
+    """The service named ``SHOP_SERVICE`` (``settings.service_name``) of the topology."""
+    settings = settings or ServiceSettings()
+    name = settings.service_name
+    if not name:
+        raise CompositionError(
+            "SHOP_SERVICE is not set: a service process must know which service of the"
+            " topology it is (python -m services serve <service> sets it)"
+        )
+    topology = load(settings.topology)
+    return build(
+        settings,
+        service=name,
+        served=served_by(topology, name),
+        database_url=settings.database_for(name),
+        topology=topology,
+        transports=transports,
+    )

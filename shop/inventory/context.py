@@ -1,0 +1,15 @@
+"""Inventory: stock per product, and the reservations a checkout holds."""
+
+from __future__ import annotations
+
+from shop.inventory.ports import ProductDirectory
+from shop.inventory.router import internal_router, router
+from shop.kernel.context import Context
+
+CONTEXT = Context(
+    name="inventory",
+    router=router,
+    internal_router=internal_router,
+    prefixes=("/inventory",),
+    needs=(ProductDirectory,),
+)
