@@ -1,4 +1,4 @@
 """The shop domain: one package per bounded context plus a small shared kernel.
 
-Nothing in here knows how it is deployed; ``monolith`` (and later ``services``) compose it.
+Nothing in here knows how it is deployed; ``monolith`` and ``services`` compose it.
 """

@@ -18,9 +18,9 @@ router = APIRouter(tags=["cart"])
 
 
 @router.get("/cart", response_model=CartRead, responses=problems(401))
-async def get_cart(principal: CurrentUser, session: Session, catalog: Catalog) -> CartRead:
+async def get_cart(principal: CurrentUser, db: Db, catalog: Catalog) -> CartRead:
     """The caller's cart, priced now."""
-    return await service.get_cart(session, user_id=principal.user_id, catalog=catalog)
+    return await service.get_cart(db, user_id=principal.user_id, catalog=catalog)
 
 
 @router.put(
@@ -37,22 +37,14 @@ async def put_item(
     settings: Settings,
 ) -> CartRead:
     """Set how many units of a product the cart holds."""
-    # The catalog is asked before the write transaction, never inside it (CatalogSnapshot).
-    snapshot = service.CatalogSnapshot(catalog)
-    async with db.reader() as session:
-        before = await service.list_lines(session, user_id=principal.user_id)
-    await snapshot.entries({product_id, *(line.product_id for line in before)})
-    async with db.writer() as session, session.begin():
-        await service.update_item(
-            session,
-            user_id=principal.user_id,
-            product_id=product_id,
-            quantity=body.quantity,
-            catalog=snapshot,
-            max_lines=settings.max_lines,
-        )
-        lines = await service.list_lines(session, user_id=principal.user_id)
-    return await service.price(lines, snapshot)
+    return await service.update_item(
+        db,
+        user_id=principal.user_id,
+        product_id=product_id,
+        quantity=body.quantity,
+        catalog=catalog,
+        max_lines=settings.max_lines,
+    )
 
 
 @router.delete("/cart/items/{product_id}", response_model=CartRead, responses=problems(401, 422))
@@ -63,11 +55,9 @@ async def delete_item(
     catalog: Catalog,
 ) -> CartRead:
     """Take a product out of the cart (no-op if absent)."""
-    async with db.writer() as session, session.begin():
-        await service.delete_items(session, user_id=principal.user_id, product_ids=[product_id])
-        lines = await service.list_lines(session, user_id=principal.user_id)
-    # Priced after the commit: no call to the catalog while the write lock is held.
-    return await service.price(lines, catalog)
+    return await service.delete_item(
+        db, user_id=principal.user_id, product_id=product_id, catalog=catalog
+    )
 
 
 @router.delete(

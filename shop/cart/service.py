@@ -12,19 +12,12 @@ from shop.cart.exceptions import CartFull, ProductNotFound
 from shop.cart.models import CartLine
 from shop.cart.ports import CatalogEntry, ProductCatalog
 from shop.cart.schemas import CartItemRead, CartRead
-from shop.kernel.db import serialize
+from shop.kernel.db import Database, serialize
 from shop.kernel.types import SHOP_CURRENCY, Money
 
 
 async def list_lines(session: AsyncSession, *, user_id: uuid.UUID) -> Sequence[CartLine]:
     return await repository.list_lines(session, user_id)
-
-
-async def get_cart(
-    session: AsyncSession, *, user_id: uuid.UUID, catalog: ProductCatalog
-) -> CartRead:
-    """The cart priced now; lines of products no longer sold are left out."""
-    return await price(await repository.list_lines(session, user_id), catalog)
 
 
 async def price(lines: Sequence[CartLine], catalog: ProductCatalog) -> CartRead:
@@ -78,7 +71,7 @@ class CatalogSnapshot:
         return {p: entry for p in product_ids if (entry := self._answers[p]) is not None}
 
 
-async def update_item(
+async def update_line(
     session: AsyncSession,
     *,
     user_id: uuid.UUID,
@@ -87,7 +80,9 @@ async def update_item(
     catalog: ProductCatalog,
     max_lines: int,
 ) -> None:
-    """Set the quantity of one product in the cart (adding the line if needed)."""
+    """Set the quantity of one product in the cart (adding the line if needed), inside the
+    caller's write transaction; ``catalog`` is best a :class:`CatalogSnapshot` that was
+    asked before the transaction began."""
     # Concurrent adds to one cart take turns, so none can slip past the line limit.
     await serialize(session, f"cart:{user_id}")
     lines = await repository.list_lines(session, user_id)
@@ -116,3 +111,55 @@ async def delete_items(
 ) -> None:
     """Remove the given products from the cart, or every line when none are given."""
     await repository.delete_lines(session, user_id, product_ids)
+
+
+async def get_cart(db: Database, *, user_id: uuid.UUID, catalog: ProductCatalog) -> CartRead:
+    """The cart priced now; lines of products no longer sold are left out.
+
+    The lines are read in a session of their own, closed before the catalog is asked.
+    """
+    async with db.reader() as session:
+        lines = await repository.list_lines(session, user_id)
+    return await price(lines, catalog)
+
+
+async def update_item(
+    db: Database,
+    *,
+    user_id: uuid.UUID,
+    product_id: int,
+    quantity: int,
+    catalog: ProductCatalog,
+    max_lines: int,
+) -> CartRead:
+    """Set how many units of a product the cart holds; the cart priced afterwards.
+
+    The catalog is asked before the write transaction and after it, never inside it
+    (:class:`CatalogSnapshot`).
+    """
+    snapshot = CatalogSnapshot(catalog)
+    async with db.reader() as session:
+        before = await repository.list_lines(session, user_id)
+    await snapshot.entries({product_id, *(line.product_id for line in before)})
+    async with db.writer() as session, session.begin():
+        await update_line(
+            session,
+            user_id=user_id,
+            product_id=product_id,
+            quantity=quantity,
+            catalog=snapshot,
+            max_lines=max_lines,
+        )
+        lines = await repository.list_lines(session, user_id)
+    return await price(lines, snapshot)
+
+
+async def delete_item(
+    db: Database, *, user_id: uuid.UUID, product_id: int, catalog: ProductCatalog
+) -> CartRead:
+    """Take a product out of the cart (no-op if absent); the cart priced afterwards."""
+    async with db.writer() as session, session.begin():
+        await repository.delete_lines(session, user_id, [product_id])
+        lines = await repository.list_lines(session, user_id)
+    # Priced after the commit: no call to the catalog while the write lock is held.
+    return await price(lines, catalog)

@@ -21,7 +21,7 @@ from shop.catalog.schemas import (
     ProductUpdate,
     Sku,
 )
-from shop.kernel.db import Session
+from shop.kernel.db import Db, Session
 from shop.kernel.errors import problems
 from shop.kernel.pagination import Page, Paging
 from shop.kernel.security import AdminUser, internal_caller
@@ -69,9 +69,9 @@ async def list_products(
 
 
 @router.get("/products/{product_id}", response_model=ProductDetail, responses=problems(404, 422))
-async def get_product(product_id: ProductId, session: Session, stock: Stock) -> Any:
+async def get_product(product_id: ProductId, db: Db, stock: Stock) -> Any:
     """One product, with the units available now."""
-    return await service.get_product_view(session, product_id=product_id, stock=stock)
+    return await service.get_product_view(db, product_id=product_id, stock=stock)
 
 
 @router.post(
@@ -121,5 +121,4 @@ async def internal_products(
     session: Session, ids: Annotated[list[int], Query(max_length=1000)]
 ) -> list[CatalogEntry]:
     """Names and current prices of the products still sold among ``ids`` (for other services)."""
-    products = await service.get_products(session, product_ids=ids)
-    return [CatalogEntry(product_id=p.id, name=p.name, price=p.price) for p in products]
+    return await service.list_catalog_entries(session, product_ids=ids)

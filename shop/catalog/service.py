@@ -17,6 +17,7 @@ from shop.catalog.models import Category, Product
 from shop.catalog.ports import StockLevels
 from shop.catalog.repository import ProductFilter
 from shop.catalog.schemas import (
+    CatalogEntry,
     CategoryCreate,
     ProductCreate,
     ProductDetail,
@@ -24,6 +25,7 @@ from shop.catalog.schemas import (
     ProductSort,
     ProductUpdate,
 )
+from shop.kernel.db import Database
 
 
 async def list_categories(session: AsyncSession) -> Sequence[Category]:
@@ -52,20 +54,31 @@ async def get_product(session: AsyncSession, *, product_id: int) -> Product:
     return product
 
 
-async def get_product_view(
-    session: AsyncSession, *, product_id: int, stock: StockLevels
-) -> ProductDetail:
-    """One product with the units available now (inventory's, through the port)."""
-    product = await get_product(session, product_id=product_id)
-    available = await stock.available([product.id])
-    # Validated once, from the row; then the count added without validating it all again.
-    read = ProductRead.model_validate(product)
-    return ProductDetail.model_construct(**dict(read), available=available.get(product.id, 0))
+async def get_product_view(db: Database, *, product_id: int, stock: StockLevels) -> ProductDetail:
+    """One product with the units available now (inventory's, through the port).
+
+    The product is read in a session of its own, closed before inventory is asked: no
+    connection or transaction is held while another context answers.
+    """
+    async with db.reader() as session:
+        product = await get_product(session, product_id=product_id)
+        # Validated once, from the row; then the count added without validating it all again.
+        read = ProductRead.model_validate(product)
+    available = await stock.available([read.id])
+    return ProductDetail.model_construct(**dict(read), available=available.get(read.id, 0))
 
 
 async def get_products(session: AsyncSession, *, product_ids: Sequence[int]) -> list[Product]:
     """The active products among ``product_ids`` (unknown or deleted ids are left out)."""
     return list(await repository.get_products(session, set(product_ids)))
+
+
+async def list_catalog_entries(
+    session: AsyncSession, *, product_ids: Sequence[int]
+) -> list[CatalogEntry]:
+    """Names and current prices of the products still sold among ``product_ids``."""
+    products = await get_products(session, product_ids=product_ids)
+    return [CatalogEntry(product_id=p.id, name=p.name, price=p.price) for p in products]
 
 
 async def _check_category(session: AsyncSession, category_id: int) -> None:

@@ -1,11 +1,11 @@
 """Failed sign-ins, counted per account and per client address, with a growing back-off.
 
 The counts live behind a small port, :class:`FailureStore`, with two bindings chosen by
-``IDENTITY_THROTTLE_REDIS_URL``: :class:`MemoryFailureStore` (this process; the default, and
-the monolith's) and :class:`RedisFailureStore` (shared by every replica of identity, through
-the ``redis`` package's asyncio client). Only failures count: a user who signs in with the
-right password is never slowed down, however often (the load tests sign in once per
-simulated user).
+``IDENTITY_THROTTLE_REDIS_URL``: :class:`MemoryFailureStore` (this process; the default,
+whichever deployable serves identity) and :class:`RedisFailureStore` (shared by every
+replica of identity, through the ``redis`` package's asyncio client). Only failures count:
+a user who signs in with the right password is never slowed down, however often (the load
+tests sign in once per simulated user).
 """
 
 from __future__ import annotations

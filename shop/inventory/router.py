@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from shop.inventory import service
 from shop.inventory.dependencies import Products
-from shop.inventory.exceptions import ProductNotFound
 from shop.inventory.schemas import (
     ReservationAction,
     ReservationCreate,
@@ -17,7 +16,7 @@ from shop.inventory.schemas import (
     StockItemRead,
     StockUpdate,
 )
-from shop.kernel.db import Session
+from shop.kernel.db import Db, Session
 from shop.kernel.errors import problems
 from shop.kernel.security import AdminUser, internal_caller
 from shop.kernel.types import MAX_INT32
@@ -39,12 +38,12 @@ async def get_item(product_id: ProductId, session: Session) -> Any:
     responses=problems(401, 403, 404, 409, 422),
 )
 async def update_item(
-    product_id: ProductId, body: StockUpdate, session: Session, products: Products, _: AdminUser
+    product_id: ProductId, body: StockUpdate, db: Db, products: Products, _: AdminUser
 ) -> Any:
     """Set the units on hand of a product (admin)."""
-    if not await products.exists(product_id):
-        raise ProductNotFound(f"There is no product {product_id}.")
-    return await service.update_item(session, product_id=product_id, on_hand=body.on_hand)
+    return await service.update_item(
+        db, product_id=product_id, on_hand=body.on_hand, products=products
+    )
 
 
 internal_router = APIRouter(
@@ -82,11 +81,5 @@ async def internal_transition(
     reservation_id: ReservationId, action: ReservationAction, session: Session
 ) -> ReservationRead:
     """commit (sold), release (back to available) or return (sold units back on hand)."""
-    step = {
-        ReservationAction.COMMIT: service.commit_reservation,
-        ReservationAction.RELEASE: service.release_reservation,
-        ReservationAction.RETURN: service.return_reservation,
-    }[action]
-    return ReservationRead(
-        reservation_id=reservation_id, status=await step(session, reservation_id=reservation_id)
-    )
+    status = await service.update_reservation(session, reservation_id=reservation_id, action=action)
+    return ReservationRead(reservation_id=reservation_id, status=status)

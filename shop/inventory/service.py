@@ -1,8 +1,9 @@
 """Inventory's rules: stock levels and the reserve -> commit | release life of a checkout.
 
 Every transition is idempotent (keyed by the reservation id, the order's id) so that a
-retried saga step is applied once. Each function runs inside the caller's transaction;
-a failed reservation raises, and the caller's rollback undoes its partial holds.
+retried saga step is applied once. Each function runs inside the caller's transaction
+(a failed reservation raises, and the caller's rollback undoes its partial holds), except
+:func:`update_item`, which asks the catalog first and then commits a transaction of its own.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from shop.inventory import repository
 from shop.inventory.exceptions import (
     InventoryItemNotFound,
     OutOfStock,
+    ProductNotFound,
     ReservationClosed,
     StockBelowReserved,
 )
 from shop.inventory.models import ReservationStatus, StockItem
+from shop.inventory.ports import ProductDirectory
+from shop.inventory.schemas import ReservationAction
+from shop.kernel.db import Database
 
 
 async def get_item(session: AsyncSession, *, product_id: int) -> StockItem:
@@ -35,7 +40,18 @@ async def list_available(session: AsyncSession, *, product_ids: Collection[int])
     return {product_id: found.get(product_id, 0) for product_id in product_ids}
 
 
-async def update_item(session: AsyncSession, *, product_id: int, on_hand: int) -> StockItem:
+async def update_item(
+    db: Database, *, product_id: int, on_hand: int, products: ProductDirectory
+) -> StockItem:
+    """Set the units on hand of a product the catalog knows (:class:`ProductNotFound`
+    otherwise), in a write transaction of its own, opened once the catalog has answered."""
+    if not await products.exists(product_id):
+        raise ProductNotFound(f"There is no product {product_id}.")
+    async with db.writer() as session, session.begin():
+        return await update_stock(session, product_id=product_id, on_hand=on_hand)
+
+
+async def update_stock(session: AsyncSession, *, product_id: int, on_hand: int) -> StockItem:
     """Set the units on hand, creating the stock record on first use."""
     created = await repository.get_item(session, product_id) is None and await repository.add_item(
         session, product_id, on_hand
@@ -156,3 +172,15 @@ async def return_reservation(
         on_hand=1,
         reserved=0,
     )
+
+
+async def update_reservation(
+    session: AsyncSession, *, reservation_id: uuid.UUID, action: ReservationAction
+) -> ReservationStatus | None:
+    """Apply ``action`` to the reservation: commit, release or return. Idempotent."""
+    step = {
+        ReservationAction.COMMIT: commit_reservation,
+        ReservationAction.RELEASE: release_reservation,
+        ReservationAction.RETURN: return_reservation,
+    }[action]
+    return await step(session, reservation_id=reservation_id)

@@ -235,4 +235,6 @@ async def serialize(session: AsyncSession, key: str) -> None:
 
 
 Db = Annotated[Database, Depends(database)]
-"""The deployable's database, for the few operations that commit step by step (sagas)."""
+"""The deployable's database, for the operations that open their own short sessions: those
+that commit step by step (sagas), and those that call another context, which close their
+session before the call instead of holding a connection while the other context answers."""

@@ -36,15 +36,28 @@ class OrderStatus(StrEnum):
 
 
 class SagaStep(StrEnum):
-    """The last step of the order's saga known done; recovery goes on from here."""
+    """How far the order's saga got (``Order.saga_step``), written by the update that takes,
+    renews or drops the order's lease.
+
+    A run that goes on with a checkout (the client's retry, which carries the card, once
+    the run before died) starts at the recorded step. Recovery has no card, so it never
+    reserves or charges: of the steps it reads only ``charged`` and ``cancelling``; at
+    ``started`` or ``reserved`` it asks payments what became of the charge.
+    """
 
     STARTED = "started"
+    """The order is stored; its stock may or may not be reserved (reserving is idempotent)."""
     RESERVED = "reserved"
+    """The stock is reserved; recorded before the charge is first asked for."""
     CHARGED = "charged"
-    """Payment captured: from here the checkout only goes forward, to confirmed."""
+    """Payment captured: from here the checkout only goes forward, to confirmed (recovery
+    commits the stock and confirms without asking payments)."""
     FINISHED = "finished"
+    """The saga ended; the status says how. Nothing branches on it: it is written in the
+    same update as the final status, so that no finished order shows an unfinished step."""
     CANCELLING = "cancelling"
-    """A cancellation began (refund, then restock); recovery completes it."""
+    """A confirmed order's cancellation began (refund, then restock): recovery lists such
+    orders and completes them, and a repeated cancel completes it past the window."""
 
 
 class Order(Base):
@@ -75,7 +88,7 @@ class Order(Base):
     failure_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     # The lease of whoever runs the saga now (a request, or recovery in some replica): only
     # the holder records steps or finishes the order, and recovery takes over an order only
-    # once its lease ran out without a step being recorded.
+    # once its lease ran out without being renewed.
     lease_owner: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     # The first answer to this idempotency key, replayed verbatim to every retry.

@@ -3,8 +3,9 @@
 Checkout never holds a database transaction across a call to another context: each step
 commits on its own, so the same code runs in the monolith (in-process adapters, one
 database) and between services (HTTP adapters, a database each). The order row records
-the saga's progress; :func:`resume_pending_orders` finishes or compensates a checkout
-that a crash interrupted.
+the saga's progress (``saga_step``): a client's retry goes on with a checkout whose run
+died from its recorded step, and :func:`resume_pending_orders` finishes or compensates
+the checkouts and cancellations that nobody runs any more.
 
     reserve stock -> charge -> commit reservation -> confirm   (then empty the cart)
       | out of stock      | declined / timed out: release stock
@@ -136,10 +137,10 @@ class LeaseLost(Exception):
 class _Runner:
     """One run of an order's saga, holding the order's lease while it acts.
 
-    Every step is recorded together with a renewal of the lease, and the order is finished
-    only by the lease's holder: two runners (a request and recovery, perhaps in two
-    replicas) never finish one order two ways. ``deadline`` is when the checkout stops
-    waiting for a peer that cannot be reached and settles instead.
+    Steps are recorded only together with a renewal of the lease (:meth:`hold`), and the
+    order is finished only by the lease's holder: two runners (a request and recovery,
+    perhaps in two replicas) never finish one order two ways. ``deadline`` is when the
+    checkout stops waiting for a peer that cannot be reached and settles instead.
     """
 
     db: Database
@@ -493,9 +494,11 @@ RECOVERY_STEP_SECONDS = 2.0
 async def resume_pending_orders(
     db: Database, *, ports: CheckoutPorts, settings: OrdersSettings
 ) -> int:
-    """Finish checkouts and cancellations nobody runs any more (a crash mid-saga).
+    """Finish the checkouts and cancellations nobody runs any more (a crash mid-saga); how
+    many were finished now.
 
-    An order is taken over only once its lease ran out with no step recorded; how many were.
+    An order is taken over only once its lease ran out (nobody renewed it); a checkout
+    whose charge is unknown is left to the client's retry for a while (:func:`_recover`).
     """
     async with db.reader() as session:
         unattended = await repository.list_unattended(session, now=utcnow())
@@ -508,7 +511,8 @@ async def resume_pending_orders(
 
 
 async def recovery_loop(db: Database, *, ports: CheckoutPorts, settings: OrdersSettings) -> None:
-    """Finish checkouts a crash left pending, now and then, for as long as the app runs."""
+    """Finish checkouts and cancellations a crash left unfinished, now and then, for as long
+    as the app runs."""
     while True:
         try:
             count = await resume_pending_orders(db, ports=ports, settings=settings)
@@ -522,11 +526,21 @@ async def recovery_loop(db: Database, *, ports: CheckoutPorts, settings: OrdersS
 async def _recover(
     ports: CheckoutPorts, runner: _Runner, settings: OrdersSettings, *, patient: bool = False
 ) -> bool:
-    """Go on with an order's saga from its recorded step, without the card (so a charge is
-    never made here); True if it was finished now.
+    """Settle an order that nobody runs, without the card (so a charge is never made here);
+    True if it was finished now.
 
-    ``patient``: a checkout that never reached payments is left alone until its deadline,
-    so that the client's retry, which carries the card, can go on with it.
+    Of the recorded steps only two decide: ``cancelling`` (the cancellation is completed:
+    refund, restock, cancelled) and ``charged`` (the stock is committed and the order
+    confirmed, payments not asked). At ``started`` or ``reserved`` payments is asked what
+    became of the charge: captured -> commit and confirm; no charge, or one still with the
+    processor -> void the key (or refund the charge if it landed meanwhile), release the
+    stock and reject; any other outcome (declined, timed out, voided) -> release the stock
+    and reject.
+
+    ``patient`` (the recovery loop): a checkout with no charge, or one still with the
+    processor, is left alone until a checkout's deadline has passed since its last runner
+    stopped answering (:func:`_patience_of`), so that the client's retry, which carries the
+    card, can go on with it.
     """
     order_id = runner.order_id
     async with runner.db.reader() as session:
@@ -624,7 +638,8 @@ async def cancel_order(
     """Cancel a confirmed order: refund it and put its stock back. Idempotent.
 
     The intent is recorded first (saga step ``cancelling``), so a cancellation that a crash
-    interrupts is completed by recovery instead of leaving a refunded order confirmed.
+    interrupts is completed by recovery instead of leaving a refunded order confirmed, and
+    a repeated cancel of it completes it even past the cancellation window.
     """
     async with db.reader() as session:
         order = await get_order(session, principal=principal, order_id=order_id)

@@ -13,7 +13,6 @@ from shop.kernel.pagination import Page, Paging
 from shop.kernel.security import CurrentUser, internal_caller
 from shop.payments import service
 from shop.payments.dependencies import Payments
-from shop.payments.exceptions import PaymentNotFound
 from shop.payments.models import PaymentStatus
 from shop.payments.schemas import (
     ChargeCreate,
@@ -64,10 +63,7 @@ async def internal_charge(key: ChargeKey, body: ChargeRequest, db: Db, payments:
 @internal_router.get("/charges/{key}", response_model=ChargeRead, responses=problems(404))
 async def internal_charge_status(key: ChargeKey, session: Session) -> Any:
     """The outcome recorded for a key (``pending`` while in flight); 404 if none reached us."""
-    payment = await service.get_charge(session, key=key)
-    if payment is None:
-        raise PaymentNotFound(f"No charge was recorded for key {key!r}.")
-    return ChargeRead(key=key, status=PaymentStatus(payment.status))
+    return ChargeRead(key=key, status=await service.get_charge_status(session, key=key))
 
 
 @internal_router.post("/charges/{key}/refund", response_model=ChargeRead)

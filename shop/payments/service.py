@@ -12,7 +12,7 @@ from shop.kernel.db import Database, utcnow
 from shop.kernel.security import Principal
 from shop.kernel.types import SHOP_CURRENCY
 from shop.payments import repository
-from shop.payments.exceptions import PaymentInFlight, ProcessorTimeout
+from shop.payments.exceptions import PaymentInFlight, PaymentNotFound, ProcessorTimeout
 from shop.payments.models import Payment, PaymentStatus
 from shop.payments.processor import Authorization, FakeCardProcessor
 from shop.payments.schemas import ChargeCreate
@@ -82,6 +82,14 @@ async def create_payment(
 async def get_charge(session: AsyncSession, *, key: str) -> Payment | None:
     """The payment recorded for ``key`` (``pending`` while a charge is with the processor)."""
     return await repository.get_by_key(session, key)
+
+
+async def get_charge_status(session: AsyncSession, *, key: str) -> PaymentStatus:
+    """The status recorded for ``key``; :class:`PaymentNotFound` if no charge reached us."""
+    payment = await repository.get_by_key(session, key)
+    if payment is None:
+        raise PaymentNotFound(f"No charge was recorded for key {key!r}.")
+    return PaymentStatus(payment.status)
 
 
 async def refund_payment(

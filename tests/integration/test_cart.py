@@ -34,7 +34,7 @@ async def db(connect: Connect) -> Database:
 
 async def put(db: Database, user_id: uuid.UUID, product_id: int, quantity: int = 1) -> None:
     async with db.writer() as session, session.begin():
-        await service.update_item(
+        await service.update_line(
             session,
             user_id=user_id,
             product_id=product_id,

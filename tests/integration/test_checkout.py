@@ -88,19 +88,18 @@ class Shop:
                     price=MoneyIn(amount=amount, currency="EUR"),
                 ),
             )
-            await inventory.update_item(session, product_id=product.id, on_hand=on_hand)
+            await inventory.update_stock(session, product_id=product.id, on_hand=on_hand)
         return product.id
 
     async def add_to_cart(self, user_id: uuid.UUID, product_id: int, quantity: int) -> None:
-        async with self.db.writer() as session, session.begin():
-            await cart.update_item(
-                session,
-                user_id=user_id,
-                product_id=product_id,
-                quantity=quantity,
-                catalog=CatalogEntries(self.db),
-                max_lines=100,
-            )
+        await cart.update_item(
+            self.db,
+            user_id=user_id,
+            product_id=product_id,
+            quantity=quantity,
+            catalog=CatalogEntries(self.db),
+            max_lines=100,
+        )
 
     async def cart_of(self, user_id: uuid.UUID) -> dict[int, int]:
         async with self.db.reader() as session:

@@ -16,10 +16,12 @@ from shop.inventory import repository, service
 from shop.inventory.exceptions import (
     InventoryItemNotFound,
     OutOfStock,
+    ProductNotFound,
     ReservationClosed,
     StockBelowReserved,
 )
 from shop.inventory.models import ReservationLine, ReservationStatus, StockItem
+from shop.inventory.schemas import ReservationAction
 from shop.kernel.db import Database
 from tests.integration.conftest import Connect
 
@@ -33,7 +35,7 @@ async def db(connect: Connect) -> Database:
 
 async def stock(db: Database, product_id: int, on_hand: int) -> None:
     async with db.writer() as session, session.begin():
-        await service.update_item(session, product_id=product_id, on_hand=on_hand)
+        await service.update_stock(session, product_id=product_id, on_hand=on_hand)
 
 
 async def levels(db: Database, product_id: int) -> tuple[int, int, int]:
@@ -271,7 +273,7 @@ async def test_a_commit_racing_a_release_applies_exactly_one(db: Database) -> No
 # --------------------------------------------------------------------------- stock levels
 
 
-async def test_update_item_creates_then_sets_but_never_below_reserved(db: Database) -> None:
+async def test_update_stock_creates_then_sets_but_never_below_reserved(db: Database) -> None:
     async with db.reader() as session:
         with pytest.raises(InventoryItemNotFound):
             await service.get_item(session, product_id=1)
@@ -287,6 +289,50 @@ async def test_update_item_creates_then_sets_but_never_below_reserved(db: Databa
 
     await stock(db, 1, 3)
     assert await levels(db, 1) == (3, 3, 0)
+
+
+class Directory:
+    """The catalog as inventory sees it, noting how many of inventory's connections are
+    checked out whenever it is asked."""
+
+    def __init__(self, db: Database, known: set[int]) -> None:
+        self.db = db
+        self.known = known
+        self.connections_out: list[int] = []
+
+    async def exists(self, product_id: int) -> bool:
+        self.connections_out.append(self.db.engine.pool.checkedout())  # type: ignore[attr-defined]
+        return product_id in self.known
+
+
+async def test_update_item_asks_the_catalog_before_opening_its_transaction(db: Database) -> None:
+    products = Directory(db, {1})
+
+    item = await service.update_item(db, product_id=1, on_hand=4, products=products)
+    with pytest.raises(ProductNotFound):
+        await service.update_item(db, product_id=2, on_hand=4, products=products)
+
+    assert (item.product_id, item.on_hand, item.available) == (1, 4, 4)
+    assert await levels(db, 1) == (4, 0, 4)
+    async with db.reader() as session:
+        with pytest.raises(InventoryItemNotFound):
+            await service.get_item(session, product_id=2)
+    assert products.connections_out == [0, 0]
+
+
+async def test_update_reservation_applies_the_named_action(db: Database) -> None:
+    await stock(db, 1, 5)
+    rid = await reserve(db, [(1, 2)])
+
+    async def act(action: ReservationAction) -> ReservationStatus | None:
+        async with db.writer() as session, session.begin():
+            return await service.update_reservation(session, reservation_id=rid, action=action)
+
+    assert await act(ReservationAction.COMMIT) == ReservationStatus.COMMITTED
+    assert await levels(db, 1) == (3, 0, 3)
+    assert await act(ReservationAction.RETURN) == ReservationStatus.RETURNED
+    assert await act(ReservationAction.RELEASE) == ReservationStatus.RETURNED
+    assert await levels(db, 1) == (5, 0, 5)
 
 
 async def test_list_available_reports_zero_for_unknown_products(db: Database) -> None:

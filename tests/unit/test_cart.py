@@ -13,13 +13,11 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shop.cart import repository, router, service
+from shop.cart import repository, service
 from shop.cart.exceptions import CartFull, ProductNotFound
 from shop.cart.ports import CatalogEntry
 from shop.cart.schemas import CartItemUpdate, CartRead
-from shop.cart.settings import CartSettings
 from shop.kernel.db import Database
-from shop.kernel.security import Principal, Role
 from shop.kernel.types import SHOP_CURRENCY, Money
 from tests.unit.conftest import MakeDatabase
 
@@ -75,7 +73,7 @@ async def put(
     *,
     max_lines: int = 100,
 ) -> None:
-    await service.update_item(
+    await service.update_line(
         session,
         user_id=user_id,
         product_id=product_id,
@@ -85,10 +83,15 @@ async def put(
     )
 
 
+async def cart_of(session: AsyncSession, user_id: uuid.UUID, catalog: FakeCatalog) -> CartRead:
+    """The cart as ``get_cart`` prices it, read inside the test's transaction."""
+    return await service.price(await service.list_lines(session, user_id=user_id), catalog)
+
+
 async def test_an_empty_cart_is_zero_in_the_shop_currency(
     session: AsyncSession, catalog: FakeCatalog
 ) -> None:
-    cart = await service.get_cart(session, user_id=uuid.uuid4(), catalog=catalog)
+    cart = await cart_of(session, uuid.uuid4(), catalog)
 
     assert cart.items == []
     assert cart.total == Money(amount=0, currency=SHOP_CURRENCY)
@@ -102,7 +105,7 @@ async def test_get_cart_prices_every_line_now(session: AsyncSession, catalog: Fa
     await put(session, catalog, user, 3, 1)
     catalog.add(2, "Big cup", 400)  # the price changed after the cup was added
 
-    cart = await service.get_cart(session, user_id=user, catalog=catalog)
+    cart = await cart_of(session, user, catalog)
 
     assert [(i.product_id, i.name, i.quantity) for i in cart.items] == [
         (1, "Teapot", 2),
@@ -124,7 +127,7 @@ async def test_deleted_products_vanish_from_the_cart_and_its_totals(
     await put(session, catalog, user, 2, 5)
     catalog.delete(1)
 
-    cart = await service.get_cart(session, user_id=user, catalog=catalog)
+    cart = await cart_of(session, user, catalog)
 
     assert [i.product_id for i in cart.items] == [2]
     assert cart.total == Money(amount=5 * 350, currency="EUR")
@@ -138,7 +141,7 @@ async def test_a_cart_of_deleted_products_only_is_empty(
     await put(session, catalog, user, 1, 2)
     catalog.delete(1)
 
-    cart = await service.get_cart(session, user_id=user, catalog=catalog)
+    cart = await cart_of(session, user, catalog)
 
     assert cart.items == []
     assert cart.total == Money(amount=0, currency="EUR")
@@ -150,12 +153,12 @@ async def test_carts_are_per_user(session: AsyncSession, catalog: FakeCatalog) -
     await put(session, catalog, alice, 1, 1)
     await put(session, catalog, bob, 2, 4)
 
-    cart = await service.get_cart(session, user_id=alice, catalog=catalog)
+    cart = await cart_of(session, alice, catalog)
 
     assert [(i.product_id, i.quantity) for i in cart.items] == [(1, 1)]
 
 
-async def test_update_item_sets_rather_than_adds_the_quantity(
+async def test_update_line_sets_rather_than_adds_the_quantity(
     session: AsyncSession, catalog: FakeCatalog
 ) -> None:
     user = uuid.uuid4()
@@ -167,7 +170,7 @@ async def test_update_item_sets_rather_than_adds_the_quantity(
     assert [(line.product_id, line.quantity) for line in lines] == [(1, 2)]
 
 
-async def test_update_item_of_an_unknown_product_is_product_not_found(
+async def test_update_line_of_an_unknown_product_is_product_not_found(
     session: AsyncSession, catalog: FakeCatalog
 ) -> None:
     user = uuid.uuid4()
@@ -204,12 +207,12 @@ async def test_lines_of_deleted_products_do_not_count_against_a_full_cart(
     await put(session, catalog, user, 1, 1, max_lines=2)
     await put(session, catalog, user, 2, 1, max_lines=2)
     catalog.delete(1)
-    shown = await service.get_cart(session, user_id=user, catalog=catalog)
+    shown = await cart_of(session, user, catalog)
     assert len(shown.items) == 1
 
     await put(session, catalog, user, 3, 1, max_lines=2)
 
-    cart = await service.get_cart(session, user_id=user, catalog=catalog)
+    cart = await cart_of(session, user, catalog)
     assert [i.product_id for i in cart.items] == [2, 3]
 
 
@@ -252,14 +255,21 @@ async def test_a_catalog_snapshot_asks_about_each_product_once(catalog: FakeCata
 
 class LockProbingCatalog(FakeCatalog):
     """A catalog that, whenever it is asked, checks that no transaction holds the SQLite
-    database's write lock: a remote catalog call must never run inside a cart write."""
+    database's write lock (a remote catalog call must never run inside a cart write), and
+    how many of the cart database's connections are checked out (none: the cart's session
+    is closed before the catalog is asked)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, db: Database) -> None:
         super().__init__()
-        self.url = url
+        path = db.engine.url.database
+        assert path is not None
+        self.db = db
+        self.url = path
         self.lock_held: list[bool] = []
+        self.connections_out: list[int] = []
 
     async def entries(self, product_ids: Collection[int]) -> dict[int, CatalogEntry]:
+        self.connections_out.append(self.db.engine.pool.checkedout())  # type: ignore[attr-defined]
         probe = sqlite3.connect(self.url, timeout=0, isolation_level=None)
         try:
             probe.execute("BEGIN IMMEDIATE")
@@ -272,26 +282,24 @@ class LockProbingCatalog(FakeCatalog):
         return await super().entries(product_ids)
 
 
-async def test_cart_writes_ask_the_catalog_outside_the_write_lock(db: Database) -> None:
-    path = db.engine.url.database
-    assert path is not None
-    catalog = LockProbingCatalog(path)
+async def test_the_cart_asks_the_catalog_outside_its_sessions(db: Database) -> None:
+    catalog = LockProbingCatalog(db)
     catalog.add(1, "Teapot", 1_999)
     catalog.add(2, "Cup", 350)
-    principal = Principal(user_id=uuid.uuid4(), role=Role.CUSTOMER)
-    settings = CartSettings(max_lines=2)
+    user = uuid.uuid4()
 
     async def put_item(product_id: int, quantity: int) -> CartRead:
-        return await router.put_item(
-            product_id, CartItemUpdate(quantity=quantity), principal, db, catalog, settings
+        return await service.update_item(
+            db, user_id=user, product_id=product_id, quantity=quantity, catalog=catalog, max_lines=2
         )
 
     await put_item(1, 2)
     cart = await put_item(2, 1)
     assert [(i.product_id, i.quantity) for i in cart.items] == [(1, 2), (2, 1)]
     assert cart.total.amount == 2 * 1_999 + 350
+    assert await service.get_cart(db, user_id=user, catalog=catalog) == cart
     catalog.delete(1)
-    cart = await router.delete_item(2, principal, db, catalog)
+    cart = await service.delete_item(db, user_id=user, product_id=2, catalog=catalog)
     assert cart.items == []
     with pytest.raises(ProductNotFound):
         await put_item(404, 1)
@@ -304,3 +312,4 @@ async def test_cart_writes_ask_the_catalog_outside_the_write_lock(db: Database) 
         await put_item(2, 1)
     assert len(catalog.lock_held) >= 6
     assert not any(catalog.lock_held), catalog.lock_held
+    assert catalog.connections_out == [0] * len(catalog.lock_held)

@@ -16,7 +16,7 @@ from shop.kernel.db import Database, utcnow
 from shop.kernel.security import Principal, Role
 from shop.kernel.types import Money
 from shop.payments import repository, service
-from shop.payments.exceptions import PaymentInFlight, ProcessorTimeout
+from shop.payments.exceptions import PaymentInFlight, PaymentNotFound, ProcessorTimeout
 from shop.payments.models import Payment, PaymentStatus
 from shop.payments.processor import Authorization, FakeCardProcessor
 from shop.payments.schemas import ChargeCreate, PaymentRead
@@ -490,3 +490,15 @@ def test_charge_requests_are_validated(changes: dict[str, object]) -> None:
     data = charge().model_dump(mode="json")
     with pytest.raises(ValidationError):
         ChargeCreate.model_validate({**data, **changes})
+
+
+async def test_the_charge_status_of_a_key_nobody_charged_is_not_found(
+    db: Database, processor: CountingProcessor
+) -> None:
+    data = charge(key="once")
+    await create(db, processor, data)
+
+    async with db.reader() as session:
+        assert await service.get_charge_status(session, key="once") is PaymentStatus.CAPTURED
+        with pytest.raises(PaymentNotFound):
+            await service.get_charge_status(session, key="never")
