@@ -33,9 +33,8 @@ from bench.run import (
     monolith,
     say,
     services,
-    stop_process,
 )
-from launcher.topologies import free_port
+from launcher.processes import free_port, stop_process
 
 SMOKE_PLAN = Plan(ladder=(8,), seconds=10, repeats=1, warmup_seconds=0, products=50)
 

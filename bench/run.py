@@ -31,13 +31,11 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-import httpx2
-
 from bench import procs
 from bench import report as rep
 from kata import steps as kata
 from launcher import Launcher, LauncherError, Timeouts, topologies
-from launcher.topologies import free_port
+from launcher.processes import free_port, stop_process, wait_answering
 from shop.identity.tokens import write_key_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,36 +143,6 @@ class Deployment:
         }
 
 
-def wait_ready(
-    url: str,
-    process: subprocess.Popen[bytes],
-    log_file: Path,
-    timeout: float,
-    *,
-    path: str = "/readyz",
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url} exited {process.returncode}; see {log_file}")
-        with contextlib.suppress(httpx2.TransportError):
-            if httpx2.get(f"{url}{path}", timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready in {timeout:g} s; see {log_file}")
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM our own process, SIGKILL after 10 s."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 @contextlib.contextmanager
 def monolith(out: Path, plan: Plan, *, workers: int = 1) -> Iterator[Deployment]:
     """``python -m monolith serve`` with ``workers`` workers on a free port, seeded in process."""
@@ -210,7 +178,7 @@ def monolith(out: Path, plan: Plan, *, workers: int = 1) -> Iterator[Deployment]
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, process, log_file, 60)
+        wait_answering(f"{url}/readyz", process, timeout=60, log_file=log_file)
         say(f"monolith: {url} pid {process.pid}, {workers} worker(s)")
         yield Deployment("monolith", url, {"monolith": [process.pid]}, database=scratch / "shop.db")
     finally:
@@ -235,7 +203,7 @@ def reference_app(out: Path, database: Path) -> Iterator[Deployment]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, process, log_file, 60, path="/healthz")
+        wait_answering(f"{url}/healthz", process, timeout=60, log_file=log_file)
         say(f"reference app: {url} pid {process.pid}, on {database.name}")
         yield Deployment("reference", url, {"reference": [process.pid]})
     finally:
