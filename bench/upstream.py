@@ -33,7 +33,7 @@ import aiohttp
 import httpx2
 
 from bench import procs
-from bench.run import REPO
+from bench.deploy import REPO
 from launcher.processes import free_port, stop_process, wait_answering
 from shop.kernel.http import Upstream
 from shop.kernel.transport import session as tuned_session
