@@ -133,7 +133,7 @@ kata-migrate-data: $(STAMP) ## Move step STEP's contexts' rows to their services
 kata-branches: $(STAMP) ## Create the local branches kata/00-monolith ... kata/06-services from HEAD
 	$(BIN)/python -m kata branches $(if $(FORCE),--force)
 
-kata-verify: $(STAMP) ## Check every kata branch: imports resolve, the step's contract suite passes
+kata-verify: $(STAMP) ## Check every kata branch: imports resolve, the step's contract suite passes (minutes)
 	$(BIN)/python -m kata branches --verify
 
 # Benchmarks and load tests (docs/benchmarks.md). Native processes on 127.0.0.1, scratch
@@ -185,7 +185,7 @@ importlint: $(STAMP) ## import-linter: contexts independent, kernel and contract
 	$(BIN)/lint-imports
 
 # The contract suite runs once per in-process topology: the monolith (kata step 0, the first
-# run's default target) and the services (step 6); tests/kata/test_branches.py runs it against
+# run's default target) and the services (step 6); `make kata-verify` runs it against
 # every step on that step's own tree. On PostgreSQL, step 4 stands for the intermediate steps
 # (they differ in bindings, not SQL). A kata branch runs the targets its topologies allow.
 CONTRACT_TARGETS ?= $(if $(wildcard topologies/services.toml),tests.targets:services)

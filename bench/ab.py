@@ -28,7 +28,9 @@ from pathlib import Path
 
 from bench import procs
 from bench import report as rep
-from bench.run import REPO, Bench, Deployment, Plan, say, server_env
+from bench.deploy import REPO, Deployment, say, server_env
+from bench.plans import Plan
+from bench.runner import Bench
 from launcher import Launcher, Timeouts, topologies
 from shop.identity.tokens import write_key_file
 

@@ -27,19 +27,17 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import httpx2
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from launcher.topologies import free_port
+from launcher.processes import free_port, stop_process, wait_answering
 
 SERVER_CPU = "0"
 LOAD_CPU = "1"
@@ -112,20 +110,6 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def wait_listening(port: int, process: subprocess.Popen[bytes], seconds: float = 20.0) -> None:
-    """Return once the server answers on ``port``; fail if it exits or takes too long."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server on :{port} exited with {process.returncode}")
-        try:
-            httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0)
-            return
-        except httpx2.TransportError:
-            time.sleep(0.2)
-    raise RuntimeError(f"server on :{port} did not start")
-
-
 @contextmanager
 def server(command: list[str], port: int, env: dict[str, str], log: Path) -> Iterator[int]:
     """Run one pinned server; yield its pid; stop exactly that pid."""
@@ -137,15 +121,10 @@ def server(command: list[str], port: int, env: dict[str, str], log: Path) -> Ite
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_listening(port, process)
+        wait_answering(f"http://127.0.0.1:{port}/healthz", process, timeout=20, status=None)
         yield process.pid
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 @dataclass

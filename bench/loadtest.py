@@ -25,17 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report as rep
-from bench.run import (
-    LOCUSTFILE,
-    REPO,
-    Plan,
-    locust_command,
-    monolith,
-    say,
-    services,
-    stop_process,
-)
-from launcher.topologies import free_port
+from bench.deploy import REPO, monolith, say, services
+from bench.load import LOCUSTFILE, locust_command
+from bench.plans import Plan
+from launcher.processes import free_port, stop_process
 
 SMOKE_PLAN = Plan(ladder=(8,), seconds=10, repeats=1, warmup_seconds=0, products=50)
 

@@ -36,7 +36,7 @@ import httpx2
 
 from bench import procs
 from bench.ab import served_from
-from bench.run import ADMIN_EMAIL, ADMIN_PASSWORD, REPO, say
+from bench.deploy import ADMIN_EMAIL, ADMIN_PASSWORD, REPO, say
 from launcher import Launcher
 from loadtests import burst
 

@@ -33,8 +33,8 @@ import aiohttp
 import httpx2
 
 from bench import procs
-from bench.run import REPO, stop_process, wait_ready
-from launcher.topologies import free_port
+from bench.deploy import REPO
+from launcher.processes import free_port, stop_process, wait_answering
 from shop.kernel.http import Upstream
 from shop.kernel.transport import session as tuned_session
 
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, server, log_file, 30)
+        wait_answering(f"{url}/readyz", server, timeout=30, log_file=log_file)
         if pinned:
             procs.pin([server.pid], {0})
             os.sched_setaffinity(0, {1})

@@ -11,7 +11,7 @@ from launcher.core import (
     LauncherError,
     ProcessInfo,
     Timeouts,
-    log_tail,
 )
+from launcher.processes import log_tail
 
 __all__ = ["GATEWAY", "Launcher", "LauncherError", "ProcessInfo", "Timeouts", "log_tail"]

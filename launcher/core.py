@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import threading
@@ -22,12 +21,13 @@ from types import TracebackType
 
 import httpx2
 
-from launcher import topologies
+from launcher import processes, topologies
+from launcher.processes import LOG_TAIL_LINES, log_tail
+from launcher.processes import indent as _indent
 from shop.kernel.topology import HOST, ServiceSpec, Topology
 
 GATEWAY = "gateway"
 DEFAULT_GATEWAY_APP = "gateway.app:create_app"
-LOG_TAIL_LINES = 40
 INTERNAL_TOKEN_ENV = "SHOP_INTERNAL_TOKEN"  # noqa: S105 (the name of a variable)
 EDGE_TOKEN_ENV = "SHOP_EDGE_TOKEN"  # noqa: S105 (the name of a variable)
 SEED_CONTEXTS = ("identity", "catalog", "inventory")
@@ -36,7 +36,7 @@ SEED_CONTEXTS = ("identity", "catalog", "inventory")
 Progress = Callable[[str], None]
 
 
-class LauncherError(RuntimeError):
+class LauncherError(processes.ProcessError):
     """Something the launcher started failed or did not answer in time; the message says
     which process, and shows the end of its log."""
 
@@ -96,23 +96,6 @@ class _Managed:
             else:
                 state = f"exited {code}"
         return ProcessInfo(self.name, self.service, self.port, self.url, pid, state, self.log_file)
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last ``lines`` lines of a log file (empty if there is none)."""
-    try:
-        with path.open("rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - 64 * 1024))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _indent(text: str) -> str:
-    return "\n".join(f"    | {line}" for line in text.splitlines()) or "    | (empty)"
 
 
 @dataclass
@@ -436,7 +419,7 @@ class Launcher:
 
     def _check_ports_free(self, procs: Iterable[_Managed]) -> None:
         for proc in procs:
-            if not topologies.port_is_free(proc.port):
+            if not processes.port_is_free(proc.port):
                 raise LauncherError(
                     f"port {proc.port} for {proc.name} is already in use on {HOST}: another"
                     " deployment (or a process left from an earlier run) listens there;"
@@ -533,61 +516,49 @@ class Launcher:
     def _wait_ready(self, client: httpx2.Client, proc: _Managed, deadline: float) -> None:
         assert proc.process is not None
         url = f"{proc.url}/readyz"
-        last = "no answer"
-        while True:
-            code = proc.process.poll()
-            if code is not None:
-                raise LauncherError(
-                    f"{proc.name} (pid {proc.process.pid}, port {proc.port}) exited with code"
-                    f" {code} before it was ready; last lines of {proc.log_file}:\n"
-                    + _indent(log_tail(proc.log_file))
+        try:
+            processes.wait_answering(url, proc.process, deadline=deadline, client=client)
+        except processes.NotReady as exc:
+            if exc.exit_code is not None:
+                what = (
+                    f"{proc.name} (pid {exc.pid}, port {proc.port}) exited with code"
+                    f" {exc.exit_code} before it was ready"
                 )
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise LauncherError(
-                    f"{proc.name} (pid {proc.process.pid}) did not answer 200 at {url} within"
-                    f" {self.timeouts.ready:g} s (last: {last}); last lines of"
-                    f" {proc.log_file}:\n" + _indent(log_tail(proc.log_file))
-                )
-            try:
-                response = client.get(url, timeout=max(0.1, min(2.0, remaining)))
-            except httpx2.TransportError as exc:
-                last = type(exc).__name__
             else:
-                if response.status_code == 200:
-                    return
-                last = f"{response.status_code} {response.text[:200]}"
-            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+                what = (
+                    f"{proc.name} (pid {exc.pid}) did not answer 200 at {url} within"
+                    f" {self.timeouts.ready:g} s (last: {exc.last})"
+                )
+            raise LauncherError(
+                f"{what}; last lines of {proc.log_file}:\n" + _indent(log_tail(proc.log_file))
+            ) from None
 
     def _stop(self, procs: list[_Managed]) -> None:
         """SIGTERM each running process by pid, wait, SIGKILL whatever outlives the timeout."""
-        live = []
+        names: dict[int, str] = {}
         for proc in procs:
-            process = proc.process
-            if process is None:
+            if proc.process is None:
                 continue
             proc.stopped = True
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                live.append(proc)
-                self._progress(f"stop  {proc.name:<14} pid {process.pid}")
-        deadline = time.monotonic() + self.timeouts.stop
-        for proc in live:
-            assert proc.process is not None
-            try:
-                proc.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self._progress(
-                    f"{proc.name} (pid {proc.process.pid}) ignored SIGTERM for"
-                    f" {self.timeouts.stop:g} s; killing it"
-                )
-                self._reap(proc.process)
+            if proc.process.poll() is None:
+                names[proc.process.pid] = proc.name
+                self._progress(f"stop  {proc.name:<14} pid {proc.process.pid}")
+
+        def killing(process: subprocess.Popen[bytes]) -> None:
+            self._progress(
+                f"{names[process.pid]} (pid {process.pid}) ignored SIGTERM for"
+                f" {self.timeouts.stop:g} s; killing it"
+            )
+
+        live = [p.process for p in procs if p.process is not None and p.process.pid in names]
+        try:
+            processes.stop(live, self.timeouts.stop, on_kill=killing)
+        except processes.ProcessError as exc:  # pragma: no cover (a kernel-level hang)
+            raise LauncherError(str(exc)) from exc
 
     def _reap(self, process: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
         """Kill a process of ours if it still runs, and collect its exit status."""
-        if process.poll() is None:
-            process.kill()
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired as exc:  # pragma: no cover (a kernel-level hang)
-            raise LauncherError(f"pid {process.pid} did not die after SIGKILL") from exc
+            processes.reap(process)
+        except processes.ProcessError as exc:  # pragma: no cover (a kernel-level hang)
+            raise LauncherError(str(exc)) from exc

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 from dataclasses import replace
 from pathlib import Path
 
-from shop.kernel.topology import HOST, Topology, TopologyError, load, parse_replicas
+from launcher.processes import port_is_free
+from shop.kernel.topology import Topology, TopologyError, load, parse_replicas
 
 __all__ = [
     "all_ports",
-    "free_port",
     "free_port_offset",
-    "port_is_free",
     "relocate",
     "render",
     "replicas_text",
@@ -111,24 +109,6 @@ def write(topology: Topology, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(topology), encoding="utf-8")
     return path
-
-
-def free_port(host: str = HOST) -> int:
-    """A port nobody listens on right now (the system picks it; a race stays possible)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int, host: str = HOST) -> bool:
-    """Whether a listening socket could be bound to ``host:port`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def free_port_offset(

@@ -18,7 +18,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.clients import AiohttpClient
-from launcher.topologies import free_port
+from launcher.processes import free_port
 from tests.gateway.support import (
     Keys,
     echo_app,

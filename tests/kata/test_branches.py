@@ -4,6 +4,10 @@ Every test works in a scratch clone of this repository's committed HEAD (uncommi
 changes of the checkout running the tests are not in it), runs ``python -m kata branches``
 there as a learner would, and reads the result with git. The checkout running the tests is
 never written to.
+
+Each step's tree is checked here in memory, in seconds (its imports, its topology, the apps
+that topology names); the contract suite against each step's own tree is the slow check,
+``make kata-verify`` (``python -m kata branches --verify``), which CI runs after ``make test``.
 """
 
 from __future__ import annotations
@@ -13,23 +17,28 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from kata import branches
+from kata.git import Git, read_source
+from kata.imports import ModuleIndex, module_level_imports
+from kata.manifest import glob_regex, load_manifest
+from kata.plan import Plan, make_plan
 from kata.steps import STEPS
+from kata.structure import check_steps, check_tree
 
-# Git and in-process contract runs on SQLite scratch trees: nothing here depends on the
-# database under test, so the PostgreSQL run does not repeat it.
+# Git on scratch clones and checks in memory: nothing here depends on the database under
+# test, so the PostgreSQL run does not repeat it.
 pytestmark = pytest.mark.once
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 180.0
 """Seconds one ``python -m kata branches`` may take without --verify (it takes about 2)."""
-VERIFY_TIMEOUT = 1800.0
-"""Seconds the seven contract runs of --verify may take together."""
+STRUCTURE_SECONDS = 30.0
+"""The structural check of every step takes about half a second; this bound is generous."""
 NAMES = [step.branch for step in STEPS]
 
 
@@ -143,10 +152,10 @@ def fresh(committed: None, tmp_path: Path) -> Path:
     return repo
 
 
-def plan_of(repo: Path) -> branches.Plan:
-    repository = branches.Git(repo)
-    source = branches.read_source(repository)
-    return branches.make_plan(repository, source, branches.load_manifest(repository, source, None))
+def plan_of(repo: Path) -> Plan:
+    repository = Git(repo)
+    source = read_source(repository)
+    return make_plan(repository, source, load_manifest(repository, source, None))
 
 
 def test_only_module_level_imports_count() -> None:
@@ -169,7 +178,7 @@ def lazy():
     from services.settings import ServiceSettings
     return importlib.import_module("services.catalog.app"), ServiceSettings
 """
-    refs = branches.module_level_imports(source, "shop/catalog/router.py")
+    refs = module_level_imports(source, "shop/catalog/router.py")
     assert [(ref.base, ref.names) for ref in refs] == [
         ("__future__", ("annotations",)),
         ("importlib", ()),
@@ -194,7 +203,7 @@ def lazy():
     ],
 )
 def test_manifest_globs(glob: str, matches: list[str], misses: list[str]) -> None:
-    regex = branches.glob_regex(glob)
+    regex = glob_regex(glob)
     assert all(regex.fullmatch(path) for path in matches)
     assert not any(regex.fullmatch(path) for path in misses)
 
@@ -284,6 +293,7 @@ def test_check_writes_no_branch(made: Made) -> None:
         assert re.search(rf"^step {step.number}  {re.escape(step.branch)} +adds", output, re.M)
     assert "closure:" in output
     assert "no branch was written" in output
+    assert re.search(r"^structure: step 6  kata/06-services +ok$", output, re.M), output
 
 
 def test_learner_commits_survive_and_force_keeps_a_backup(fresh: Path, tmp_path: Path) -> None:
@@ -369,12 +379,60 @@ def test_clear_refusals(made: Made, tmp_path: Path) -> None:
     assert "--prefix" in proc.stderr
 
 
-def test_every_step_runs_on_its_own(made: Made) -> None:
-    """Each step's tree alone: its imports resolve, its topology exists, and the contract
-    suite passes against its in-process topology (seven contract runs)."""
-    # Under pytest-xdist another worker already uses a core: one contract run at a time.
-    jobs = "1" if os.environ.get("PYTEST_XDIST_WORKER") else str(min(2, os.cpu_count() or 1))
-    output = ok(kata(made.repo, "--verify", "--jobs", jobs, timeout=VERIFY_TIMEOUT))
-    for name in NAMES:
-        assert re.search(rf"^step \d  {re.escape(name)} +\d+ files  ok ", output, re.M), output
-    assert "verify: every step passed" in output
+def test_every_step_is_whole(made: Made) -> None:
+    """Each step's tree alone, read from git in memory (seconds): its module-level imports
+    resolve, its topology exists and loads, and the apps that topology names (and the
+    gateway's) resolve in it. The contract suite on each step's own tree is the slow check:
+    ``make kata-verify``."""
+    repository = Git(made.repo)
+    started = time.monotonic()
+    found = check_steps(repository, plan_of(made.repo))
+    took = time.monotonic() - started
+    assert sorted(found) == [step.number for step in STEPS]
+    problems = [f"step {n}: {p}" for n, ps in found.items() for p in ps]
+    assert not problems, "\n".join(problems)
+    assert took < STRUCTURE_SECONDS, f"the structural check took {took:.1f} s"
+
+
+def test_the_structural_check_names_what_a_step_lacks() -> None:
+    step = STEPS[2]
+    topology = step.topology.as_posix()
+    blobs = {
+        topology: b"""name = "x"
+[gateway]
+port = 8000
+[services.monolith]
+app = "monolith.app:create_app"
+contexts = ["identity"]
+port = 8100
+[services.catalog]
+app = "services.catalog.app:create_app"
+contexts = ["catalog"]
+port = 8120
+[routes]
+"/auth" = "monolith"
+"/products" = "catalog"
+""",
+        "monolith/__init__.py": b"",
+        "monolith/__main__.py": b"",
+        "monolith/app.py": b"from shop.kernel import db\ndef build_app(): ...\n",
+        "services/__init__.py": b"",
+        "services/catalog/__init__.py": b"",
+        "services/catalog/app.py": b"def create_app(): ...\n",
+        "shop/__init__.py": b"",
+        "shop/kernel/__init__.py": b"",
+        "shop/kernel/db.py": b"",
+    }
+    reference = ModuleIndex.of([*blobs, "gateway/__init__.py", "gateway/app.py"])
+    problems = check_tree(step, [p for p in blobs if p != "shop/kernel/db.py"], blobs, reference)
+    assert problems == [
+        "monolith/app.py:1 `from shop.kernel import db`: no module shop.kernel.db",
+        f"{topology} [services.monolith]: app 'monolith.app:create_app': monolith/app.py"
+        " defines no create_app",
+        f"{topology} [services.catalog]: app 'services.catalog.app:create_app': no"
+        " services/__main__.py to run it with",
+        f"{topology} [gateway]: app 'gateway.app:create_app': no module gateway.app in this step",
+    ]
+    assert check_tree(step, ["monolith/app.py"], blobs, reference)[-1] == (
+        f"topology {step.topology} is missing"
+    )

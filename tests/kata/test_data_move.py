@@ -27,7 +27,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kata import data, steps
+from kata import data, datamove, steps
 from kata.__main__ import main as kata_main
 from launcher import control, databases
 from monolith.app import create_app
@@ -183,11 +183,11 @@ async def counts(url: str, names: list[str]) -> dict[str, int]:
         await db.dispose()
 
 
-async def states(url: str, context: str) -> data.Summary:
+async def states(url: str, context: str) -> datamove.Summary:
     db = Database.connect(url)
     try:
         async with db.engine.connect() as conn:
-            return await data.summarize(conn, data.tables_of(context))
+            return await datamove.summarize(conn, datamove.tables_of(context))
     finally:
         await db.dispose()
 
@@ -196,14 +196,14 @@ async def ledger_rows(url: str) -> list[str]:
     db = Database.connect(url)
     try:
         async with db.engine.connect() as conn:
-            rows = await conn.execute(text(f"SELECT context FROM {data.LEDGER_TABLE}"))  # noqa: S608
+            rows = await conn.execute(text(f"SELECT context FROM {datamove.LEDGER_TABLE}"))  # noqa: S608
             return sorted(str(row[0]) for row in rows)
     finally:
         await db.dispose()
 
 
 def names_of(context: str) -> list[str]:
-    return [table.name for table in data.tables_of(context)]
+    return [table.name for table in datamove.tables_of(context)]
 
 
 # --------------------------------------------------------------------------- every context
@@ -218,7 +218,7 @@ async def test_every_context_moves_with_every_row(
         for context in CONTEXTS:
             targets[context] = await support.create_scratch_database(tmp_path)
             printed = Lines()
-            move = await data.move_context(
+            move = await datamove.move_context(
                 context, source=shop.url, target=targets[context], batch_size=2, progress=printed
             )
             assert move.action == "moved", printed.text
@@ -330,13 +330,13 @@ async def test_checksums_agree_between_sqlite_and_postgresql(
         for context in CONTEXTS:
             targets[context] = await support.create_scratch_database(tmp_path)
             assert make_url(targets[context]).get_backend_name() == "postgresql"
-            move = await data.move_context(
+            move = await datamove.move_context(
                 context, source=shop.url, target=targets[context], progress=Lines()
             )
             assert move.action == "moved"
             assert await states(targets[context], context) == await states(monolith, context)
         await _new_product(targets["catalog"], "ON-POSTGRES")
-        back = await data.move_back(
+        back = await datamove.move_back(
             "catalog", source=monolith, target=targets["catalog"], progress=Lines()
         )
         assert back.action == "moved back"
@@ -350,9 +350,9 @@ async def test_checksums_agree_between_sqlite_and_postgresql(
 
 
 async def test_a_rerun_changes_nothing(shop: ShopData, target: str, deadline: None) -> None:
-    first = await data.move_context("catalog", source=shop.url, target=target, progress=Lines())
+    first = await datamove.move_context("catalog", source=shop.url, target=target, progress=Lines())
     printed = Lines()
-    again = await data.move_context("catalog", source=shop.url, target=target, progress=printed)
+    again = await datamove.move_context("catalog", source=shop.url, target=target, progress=printed)
     assert again.action == "already moved"
     assert again.moved_at == first.moved_at
     assert again.warnings == ()
@@ -364,7 +364,7 @@ async def test_a_rerun_changes_nothing(shop: ShopData, target: str, deadline: No
 async def test_a_rerun_warns_when_the_monolith_was_written_after_the_move(
     shop: ShopData, target: str, deadline: None
 ) -> None:
-    await data.move_context("catalog", source=shop.url, target=target, progress=Lines())
+    await datamove.move_context("catalog", source=shop.url, target=target, progress=Lines())
     moved = await states(target, "catalog")
     db = Database.connect(shop.url)
     try:  # the monolith served catalog again (a rollback without --reverse) and took a write
@@ -373,7 +373,7 @@ async def test_a_rerun_warns_when_the_monolith_was_written_after_the_move(
     finally:
         await db.dispose()
     printed = Lines()
-    again = await data.move_context("catalog", source=shop.url, target=target, progress=printed)
+    again = await datamove.move_context("catalog", source=shop.url, target=target, progress=printed)
     assert again.action == "already moved"
     assert len(again.warnings) == 1
     assert "WARNING" in again.warnings[0]
@@ -386,14 +386,14 @@ async def test_a_rerun_warns_when_the_monolith_was_written_after_the_move(
 async def test_a_target_with_the_same_rows_and_no_ledger_is_recorded(
     shop: ShopData, target: str, deadline: None
 ) -> None:
-    moved = await data.move_context("catalog", source=shop.url, target=target, progress=Lines())
+    moved = await datamove.move_context("catalog", source=shop.url, target=target, progress=Lines())
     db = Database.connect(target)
     try:
         async with db.engine.begin() as conn:
-            await conn.execute(text(f"DELETE FROM {data.LEDGER_TABLE}"))  # noqa: S608
+            await conn.execute(text(f"DELETE FROM {datamove.LEDGER_TABLE}"))  # noqa: S608
     finally:
         await db.dispose()
-    again = await data.move_context("catalog", source=shop.url, target=target, progress=Lines())
+    again = await datamove.move_context("catalog", source=shop.url, target=target, progress=Lines())
     assert again.action == "recorded"
     assert again.target == moved.target
     assert await ledger_rows(target) == ["catalog"]
@@ -415,8 +415,8 @@ async def test_a_target_that_diverged_is_refused_and_untouched(
 ) -> None:
     await _diverge(target)
     before = await states(target, "catalog")
-    with pytest.raises(data.DataMoveError) as refused:
-        await data.move_context("catalog", source=shop.url, target=target, progress=Lines())
+    with pytest.raises(datamove.DataMoveError) as refused:
+        await datamove.move_context("catalog", source=shop.url, target=target, progress=Lines())
     message = str(refused.value)
     assert "differing tables: catalog_categories, catalog_products" in message, message
     assert "Nothing was changed" in message
@@ -429,7 +429,7 @@ async def test_replace_overwrites_a_diverged_target(
     shop: ShopData, target: str, deadline: None
 ) -> None:
     await _diverge(target)
-    move = await data.move_context(
+    move = await datamove.move_context(
         "catalog", source=shop.url, target=target, replace=True, progress=Lines()
     )
     assert move.action == "replaced"
@@ -449,7 +449,7 @@ async def test_a_failure_mid_copy_leaves_the_target_unchanged(
             raise RuntimeError("the disk is full (injected)")
 
     with pytest.raises(RuntimeError, match="injected"):
-        await data.move_context(
+        await datamove.move_context(
             "catalog", source=shop.url, target=target, progress=Lines(), after_table=explode
         )
     assert await counts(target, names_of("catalog")) == {
@@ -458,7 +458,7 @@ async def test_a_failure_mid_copy_leaves_the_target_unchanged(
     }
     assert await ledger_rows(target) == []
     # ... and the move simply works afterwards.
-    move = await data.move_context("catalog", source=shop.url, target=target, progress=Lines())
+    move = await datamove.move_context("catalog", source=shop.url, target=target, progress=Lines())
     assert move.action == "moved"
 
 
@@ -469,8 +469,8 @@ async def test_a_copy_that_does_not_verify_is_rolled_back(
         if table == "catalog_products":
             await conn.execute(update(Product).values(price_amount=1))
 
-    with pytest.raises(data.DataMoveError) as mismatch:
-        await data.move_context(
+    with pytest.raises(datamove.DataMoveError) as mismatch:
+        await datamove.move_context(
             "catalog", source=shop.url, target=target, progress=Lines(), after_table=tamper
         )
     message = str(mismatch.value)
@@ -494,8 +494,8 @@ async def test_a_missing_source_is_a_clear_error_and_creates_nothing(
         missing = databases.service_urls(f"t{uuid.uuid4().hex[:10]}", ["monolith"], server)[
             "monolith"
         ]
-    with pytest.raises(data.DataMoveError, match="does not exist: there is nothing to move"):
-        await data.move_context("catalog", source=missing, target=target, progress=Lines())
+    with pytest.raises(datamove.DataMoveError, match="does not exist: there is nothing to move"):
+        await datamove.move_context("catalog", source=missing, target=target, progress=Lines())
     assert not (tmp_path / "nowhere").exists()
 
 
@@ -504,15 +504,15 @@ async def test_a_source_without_the_context_tables_is_a_clear_error(
 ) -> None:
     async with support.scratch_database(tmp_path) as source:
         await support.migrate(source, ["identity"])  # a database, but not the monolith's
-        with pytest.raises(data.DataMoveError) as error:
-            await data.move_context("catalog", source=source, target=target, progress=Lines())
+        with pytest.raises(datamove.DataMoveError) as error:
+            await datamove.move_context("catalog", source=source, target=target, progress=Lines())
         assert "has no catalog tables (catalog_categories, catalog_products missing)" in str(
             error.value
         )
-        with pytest.raises(data.DataMoveError, match="same database"):
-            await data.move_context("identity", source=source, target=source, progress=Lines())
-    with pytest.raises(data.DataMoveError, match="unknown context 'shipping'"):
-        await data.move_context("shipping", source=target, target=target, progress=Lines())
+        with pytest.raises(datamove.DataMoveError, match="same database"):
+            await datamove.move_context("identity", source=source, target=source, progress=Lines())
+    with pytest.raises(datamove.DataMoveError, match="unknown context 'shipping'"):
+        await datamove.move_context("shipping", source=target, target=target, progress=Lines())
 
 
 # --------------------------------------------------------------------------- sequences
@@ -552,7 +552,7 @@ async def _highest(url: str, column: Any) -> int:
 async def test_a_product_made_after_the_move_gets_a_new_id(
     shop: ShopData, target: str, deadline: None
 ) -> None:
-    await data.move_context("catalog", source=shop.url, target=target, progress=Lines())
+    await datamove.move_context("catalog", source=shop.url, target=target, progress=Lines())
     highest = max(product["id"] for product in shop.products)
     assert await _highest(target, Product.id) == highest
     made = await _new_product(target, "AFTER-1")
@@ -564,7 +564,7 @@ async def test_a_product_made_after_the_move_gets_a_new_id(
 
 
 async def test_reverse_round_trips(shop: ShopData, target: str, deadline: None) -> None:
-    await data.move_context("catalog", source=shop.url, target=target, progress=Lines())
+    await datamove.move_context("catalog", source=shop.url, target=target, progress=Lines())
     # The catalog service works on its rows: a new product, a new price.
     made = await _new_product(target, "SERVICE-1")
     db = Database.connect(target)
@@ -580,7 +580,7 @@ async def test_reverse_round_trips(shop: ShopData, target: str, deadline: None) 
     service_rows = await states(target, "catalog")
 
     printed = Lines()
-    back = await data.move_back("catalog", source=shop.url, target=target, progress=printed)
+    back = await datamove.move_back("catalog", source=shop.url, target=target, progress=printed)
     assert back.action == "moved back"
     assert await states(shop.url, "catalog") == service_rows, "the monolith lacks the rows"
     assert await counts(target, names_of("catalog")) == {
@@ -602,11 +602,13 @@ async def test_reverse_round_trips(shop: ShopData, target: str, deadline: None) 
 
     # Reversing again changes nothing: the service has nothing left to give back.
     monolith_rows = await states(shop.url, "catalog")
-    again = await data.move_back("catalog", source=shop.url, target=target, progress=Lines())
+    again = await datamove.move_back("catalog", source=shop.url, target=target, progress=Lines())
     assert again.action == "nothing to move back"
     assert await states(shop.url, "catalog") == monolith_rows
     # And forward again, as a later step does.
-    forward = await data.move_context("catalog", source=shop.url, target=target, progress=Lines())
+    forward = await datamove.move_context(
+        "catalog", source=shop.url, target=target, progress=Lines()
+    )
     assert forward.action == "moved"
     assert await states(target, "catalog") == await states(shop.url, "catalog")
 
@@ -614,13 +616,13 @@ async def test_reverse_round_trips(shop: ShopData, target: str, deadline: None) 
 async def test_reverse_refuses_a_monolith_copy_written_since_the_move(
     shop: ShopData, target: str, deadline: None
 ) -> None:
-    await data.move_context("catalog", source=shop.url, target=target, progress=Lines())
+    await datamove.move_context("catalog", source=shop.url, target=target, progress=Lines())
     await _new_product(target, "SERVICE-1")
     await _new_product(shop.url, "MONOLITH-1")  # someone wrote to the monolith's copy
     monolith_rows = await states(shop.url, "catalog")
     service_rows = await states(target, "catalog")
-    with pytest.raises(data.DataMoveError) as refused:
-        await data.move_back("catalog", source=shop.url, target=target, progress=Lines())
+    with pytest.raises(datamove.DataMoveError) as refused:
+        await datamove.move_back("catalog", source=shop.url, target=target, progress=Lines())
     message = str(refused.value)
     assert "the monolith's copy changed since the move" in message, message
     assert "--replace" in message
@@ -628,7 +630,9 @@ async def test_reverse_refuses_a_monolith_copy_written_since_the_move(
     assert await states(target, "catalog") == service_rows
     assert await ledger_rows(target) == ["catalog"]
 
-    await data.move_back("catalog", source=shop.url, target=target, replace=True, progress=Lines())
+    await datamove.move_back(
+        "catalog", source=shop.url, target=target, replace=True, progress=Lines()
+    )
     assert await states(shop.url, "catalog") == service_rows
     assert await ledger_rows(target) == []
 

@@ -13,7 +13,6 @@ import asyncio
 import os
 import signal
 import stat
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -25,7 +24,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from kata import data, steps
-from launcher import Launcher, LauncherError, Timeouts, databases, topologies
+from launcher import Launcher, LauncherError, Timeouts, databases, processes, topologies
 from launcher.__main__ import main as launcher_main
 from shop.identity.tokens import write_key_file
 from shop.kernel.topology import load
@@ -309,13 +308,8 @@ def test_cli_up_runs_step_0_on_a_data_name_without_a_gateway(
         assert not sock.exists()
         assert not pid_alive(pid)
     finally:
-        if up.poll() is None:
-            up.terminate()  # the launcher stops its children on SIGTERM
-            try:
-                up.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                up.kill()
-                up.wait(timeout=10)
+        # The launcher stops its children on SIGTERM.
+        processes.stop_process(up, timeout=60)
         if pid is not None and pid_alive(pid):
             os.kill(pid, signal.SIGKILL)  # the monolith this test saw the launcher start
         if up.stdout is not None:

@@ -9,15 +9,19 @@ import pytest
 
 from bench import report as rep
 from bench import run
+from bench.deploy import REPO
+from bench.document import write_report
+from bench.plans import FULL, HALF_LOAD, QUICK, parse_steps, parse_users
+from bench.runner import Bench
 from kata.steps import STEPS
 
 
 def test_steps_by_list_range_and_all() -> None:
-    assert [s.number for s in run.parse_steps("4,1,2")] == [1, 2, 4]
-    assert [s.number for s in run.parse_steps("2-5")] == [2, 3, 4, 5]
-    assert [s.number for s in run.parse_steps("0, 5-6, 5")] == [0, 5, 6]
-    assert run.parse_steps("all") == list(STEPS)
-    assert run.parse_steps("6")[0].topology.name == "services.toml"
+    assert [s.number for s in parse_steps("4,1,2")] == [1, 2, 4]
+    assert [s.number for s in parse_steps("2-5")] == [2, 3, 4, 5]
+    assert [s.number for s in parse_steps("0, 5-6, 5")] == [0, 5, 6]
+    assert parse_steps("all") == list(STEPS)
+    assert parse_steps("6")[0].topology.name == "services.toml"
 
 
 @pytest.mark.parametrize(
@@ -32,19 +36,19 @@ def test_steps_by_list_range_and_all() -> None:
 )
 def test_bad_steps_are_refused(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        run.parse_steps(text)
+        parse_steps(text)
 
 
 def test_user_ladders() -> None:
-    assert run.parse_users("8,16") == (8, 16)
+    assert parse_users("8,16") == (8, 16)
     for text in ("0", "a,b", ""):
         with pytest.raises(ValueError, match="user counts"):
-            run.parse_users(text)
+            parse_users(text)
 
 
 def test_the_quick_plan_gives_the_steps_a_short_ladder_and_the_full_one_the_same() -> None:
-    assert (run.QUICK.kata_ladder, run.QUICK.kata_seconds) == ((8,), 6)
-    assert (run.FULL.kata_ladder, run.FULL.kata_seconds) == (run.FULL.ladder, run.FULL.seconds)
+    assert (QUICK.kata_ladder, QUICK.kata_seconds) == ((8,), 6)
+    assert (FULL.kata_ladder, FULL.kata_seconds) == (FULL.ladder, FULL.seconds)
 
 
 def test_only_steps_needs_steps(capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,7 +59,7 @@ def test_only_steps_needs_steps(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_every_step_topology_exists() -> None:
     for step in STEPS:
-        assert (run.REPO / step.topology).is_file(), step.topology
+        assert (REPO / step.topology).is_file(), step.topology
 
 
 def _run(
@@ -79,12 +83,12 @@ def _run(
 def test_steps_0_and_6_reuse_the_comparison_runs_and_the_report_has_a_kata_section(
     tmp_path: Path,
 ) -> None:
-    bench = run.Bench(tmp_path, run.FULL, pinned=False)
+    bench = Bench(tmp_path, FULL, pinned=False)
     bench.steps += [
         _run("monolith", "shopper", 8, 400, 5, failures=1),
-        _run("monolith", run.HALF_LOAD, 32, 200, 4),
+        _run("monolith", HALF_LOAD, 32, 200, 4),
         _run("services", "shopper", 8, 240, 9),
-        _run("services", run.HALF_LOAD, 32, 200, 20),
+        _run("services", HALF_LOAD, 32, 200, 20),
         _run("services", "health", 64, 9000, 5),
     ]
     bench.processes.update({"monolith": 1, "services": 7})
@@ -96,11 +100,11 @@ def test_steps_0_and_6_reuse_the_comparison_runs_and_the_report_has_a_kata_secti
     reused = [s for s in bench.steps if s.topology.startswith("step-")]
     assert {(s.topology, s.scenario) for s in reused} == {
         ("step-0", "shopper"),
-        ("step-0", run.HALF_LOAD),
+        ("step-0", HALF_LOAD),
         ("step-6", "shopper"),
-        ("step-6", run.HALF_LOAD),
+        ("step-6", HALF_LOAD),
     }
-    summary = run.write_report(bench, {"cpu": "test"}, time.monotonic(), "0 0 0", runs)
+    summary = write_report(bench, {"cpu": "test"}, time.monotonic(), "0 0 0", runs)
     report = (tmp_path / "report.md").read_text()
     assert "## kata steps" in report
     assert "| 6 | Extract orders and cart" in report

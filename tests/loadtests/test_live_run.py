@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from bench import report as rep
-from launcher.topologies import free_port
+from launcher.processes import free_port, stop_process, wait_answering
 from shop.identity.tokens import write_key_file
 from tests import support
-from tests.system.conftest import stop, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
 LOCUST_SECONDS = 6
@@ -68,7 +67,7 @@ def seeded_monolith(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             )
         base_url = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(base_url, process, log_file)
+            wait_answering(f"{base_url}/readyz", process, timeout=30, log_file=log_file)
             subprocess.run(  # noqa: S603
                 [
                     *(sys.executable, "-m", "loadtests.seed", "--base-url", base_url),
@@ -84,7 +83,7 @@ def seeded_monolith(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             )
             yield base_url
         finally:
-            stop(process)
+            stop_process(process)
     finally:
         asyncio.run(support.drop_scratch_database(url))
 

@@ -2,7 +2,7 @@
 files that use them as live-process files).
 
 Every process binds 127.0.0.1 on a free port, is started with a known pid and stopped by it
-(tests.system.conftest.stop), and every wait is bounded.
+(launcher.processes.stop_process), and every wait is bounded.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx2
-
-from launcher.topologies import free_port
+from launcher.processes import free_port, stop_process, wait_answering
 from tests.gateway.support import write_topology
-from tests.system.conftest import REPO, stop
+from tests.system.conftest import REPO
 
 __all__ = ["Live", "free_port", "gateway", "process", "raw_request", "status_of", "upstream"]
 
@@ -56,22 +54,6 @@ class Live:
         return True
 
 
-def _wait_answers(url: str, process: subprocess.Popen[bytes], log_file: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"exited with {process.returncode}:\n{log_file.read_text()}")
-        try:
-            httpx2.get(url, timeout=1.0, trust_env=False)
-        except httpx2.TransportError:
-            time.sleep(0.1)
-            continue
-        return
-    raise RuntimeError(
-        f"{url} did not answer in {START_TIMEOUT_SECONDS} s:\n{log_file.read_text()}"
-    )
-
-
 @contextmanager
 def process(
     name: str, command: list[str], port: int, folder: Path, env: Mapping[str, str] | None = None
@@ -88,10 +70,11 @@ def process(
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_answers(f"http://127.0.0.1:{port}/healthz", child, log_file)
+        url = f"http://127.0.0.1:{port}/healthz"
+        wait_answering(url, child, timeout=START_TIMEOUT_SECONDS, status=None, log_file=log_file)
         yield Live(name=name, port=port, pid=child.pid, log_file=log_file)
     finally:
-        stop(child)
+        stop_process(child)
 
 
 def upstream(folder: Path, name: str = "upstream") -> AbstractContextManager[Live]:

@@ -18,7 +18,7 @@ import httpx2
 import pytest
 
 from launcher import Launcher, Timeouts, topologies
-from launcher.topologies import free_port
+from launcher.processes import free_port, stop_process, wait_answering
 from shop.identity.tokens import write_key_file
 from tests import support
 
@@ -37,31 +37,6 @@ class LiveServer:
     pid: int
     key_file: Path
     log_file: Path
-
-
-def wait_ready(base_url: str, process: subprocess.Popen[bytes], log_file: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log_file.read_text()}")
-        try:
-            if httpx2.get(f"{base_url}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx2.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"server not ready in {START_TIMEOUT_SECONDS} s:\n{log_file.read_text()}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop exactly the process we started."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 class ProcessOutput:
@@ -282,10 +257,12 @@ def live_monolith(
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(base_url, process, log_file)
+        wait_answering(
+            f"{base_url}/readyz", process, timeout=START_TIMEOUT_SECONDS, log_file=log_file
+        )
         yield LiveServer(base_url=base_url, pid=process.pid, key_file=key_file, log_file=log_file)
     finally:
-        stop(process)
+        stop_process(process)
 
 
 # --------------------------------------------------------------------------- the launcher

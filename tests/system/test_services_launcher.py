@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import stat
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from launcher import Launcher, LauncherError, Timeouts, topologies
+from launcher import Launcher, LauncherError, Timeouts, processes, topologies
 from shop.kernel.topology import load
 from tests import support
 from tests.system.conftest import (
@@ -183,7 +182,7 @@ def test_restart_by_name_while_the_gateway_keeps_answering(
     alive = [pid for pid in started_pids if pid_alive(pid)]
     assert alive == [], f"still running after stop_all: {alive}"
     ports = topologies.all_ports(launcher.topology)
-    assert all(topologies.port_is_free(port) for port in ports)
+    assert all(processes.port_is_free(port) for port in ports)
 
 
 def test_a_process_that_cannot_start_is_named_with_its_log(
@@ -321,13 +320,8 @@ def test_cli_up_is_controlled_through_its_socket_and_stops_on_ctrl_c(
         assert alive == [], f"still running after Ctrl-C: {alive}"
         assert cli.run("status").returncode == 1
     finally:
-        if up.poll() is None:
-            up.terminate()  # the launcher stops its children on SIGTERM
-            try:
-                up.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                up.kill()
-                up.wait(timeout=10)
+        # The launcher stops its children on SIGTERM.
+        processes.stop_process(up, timeout=60)
         for pid in pids.values():
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)  # a process this test saw the launcher start
