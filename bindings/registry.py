@@ -3,7 +3,7 @@
 The composition root binds every port a served context needs (its ``Context.needs``) by
 looking it up here: the in-process adapter when the provider is served in the same process,
 the HTTP adapter on an upstream to the provider's service otherwise. A port with no entry
-here is a composition error, named at start-up (and by ``tests/unit/test_composition.py``).
+here is a composition error, named at start-up (and by ``tests/composition/test_declarations.py``).
 """
 
 from __future__ import annotations
