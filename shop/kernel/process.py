@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from shop.kernel.correlation import log_config
 from shop.kernel.server import LIMITS_ENV, ServerLimits
 
 _FACTORY = "SHOP_APP_FACTORY"
@@ -36,7 +37,8 @@ def serve(
     ``options`` go to ``uvicorn.run`` as they are.
 
     The HTTP protocol is uvicorn's httptools one with ``limits`` on what a client may send
-    (:mod:`shop.kernel.server`).
+    (:mod:`shop.kernel.server`). Every log line, uvicorn's access log and the application's
+    own, names the request it was written for (:func:`shop.kernel.correlation.log_config`).
     """
     import uvicorn
 
@@ -50,6 +52,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        log_config=log_config(),
         http=PROTOCOL,
         **options,
     )
