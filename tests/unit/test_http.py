@@ -741,7 +741,7 @@ async def test_a_binding_answers_a_body_of_the_wrong_shape_with_a_502(
     from shop.kernel.types import Money
 
     upstream = _answering(status, body)
-    calls = {
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
         "catalog entries": lambda: bindings.CatalogEntries(upstream).entries([1]),
         "stock levels": lambda: bindings.InventoryStockLevels(upstream).available([1]),
         "cart lines": lambda: bindings.CartLines(upstream).lines(uuid.uuid4()),
