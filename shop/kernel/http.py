@@ -39,7 +39,7 @@ from yarl import URL
 
 from shop.kernel import correlation
 from shop.kernel.errors import ServiceUnavailable, ShopError
-from shop.kernel.transport import STREAM, AiohttpTransport
+from shop.kernel.transport import STREAM, AiohttpTransport, raw_headers
 
 logger = logging.getLogger("shop.http")
 
@@ -331,7 +331,9 @@ class StreamedResponse:
         closing = getattr(self._chunks, "aclose", None)
         if closing is not None:
             await closing()
-        await self._response.aclose()
+        stream = self._response.stream
+        if isinstance(stream, httpx2.AsyncByteStream):
+            await stream.aclose()
 
 
 # --- timeouts and breakers -----------------------------------------------------------------
@@ -480,6 +482,7 @@ class Upstream:
             "write": None,
             "pool": timeouts.pool,
         }
+        self._stream_extensions = {"timeout": self._timeout, STREAM: True}
 
     async def aclose(self) -> None:
         self._closed = True
@@ -663,15 +666,21 @@ class Upstream:
         """
         stream = body if isinstance(body, RequestBody) else httpx2.ByteStream(body or b"")
         sent = self._headers(headers)
+        extensions = self._stream_extensions
 
         async def attempt(replica: Replica, remaining: float) -> StreamedResponse:
             request = httpx2.Request(
                 method,
                 replica.target(target),
-                headers=[(b"host", replica.host), *sent],
+                headers=raw_headers([(b"host", replica.host), *sent]),
                 stream=stream,
-                extensions={"timeout": self._timeout, STREAM: True},
+                extensions=extensions,
             )
+            if self._read_timeout is None:
+                # The aiohttp transport bounds the pool wait, the connect and each read
+                # itself: no deadline of our own to arm on every proxied request.
+                response = await self._transport.handle_async_request(request)
+                return StreamedResponse(response, replica, None)
             try:
                 async with asyncio.timeout(max(0.01, remaining)):
                     response = await self._transport.handle_async_request(request)

@@ -17,7 +17,7 @@ transport it has.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import aiohttp
 import httpx2
@@ -31,6 +31,15 @@ not read whole before the answer is handed over (calls between services)."""
 
 _TIMER_SLACK = 0.005
 """How early the event loop may fire a deadline, give or take (seconds)."""
+
+
+def raw_headers(pairs: Sequence[tuple[bytes, bytes]]) -> httpx2.Headers:
+    """``httpx2.Headers`` of byte pairs as they are, built without httpx2's per-header type
+    checks and normalisation (about 0.4 us a header, 4 to 8 us a proxied request each way).
+    The pairs come from an HTTP parser (ASGI's, aiohttp's) or from the shop's own code."""
+    headers = httpx2.Headers()
+    headers._list = [(name, name.lower(), value) for name, value in pairs]
+    return headers
 
 
 class UnforwardableHeader(BadRequest):
@@ -57,6 +66,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         self.keepalive_timeout = keepalive_timeout
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        self._timeouts: tuple[object, aiohttp.ClientTimeout] = (None, _client_timeout(None))
 
     def _open(self) -> aiohttp.ClientSession:
         if self._closed:
@@ -89,6 +99,9 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             headers = [h for h in headers if h[0].lower() != "transfer-encoding"]
         extensions = request.extensions
         timeouts = extensions.get("timeout")
+        if timeouts is not self._timeouts[0]:
+            # The same mapping on every call of an upstream: converted once while it lasts.
+            self._timeouts = (timeouts, _client_timeout(timeouts))
         started = time.monotonic()
         try:
             response = await session.request(
@@ -97,7 +110,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
                 URL(str(request.url), encoded=True),
                 data=data or None,
                 headers=headers,
-                timeout=_client_timeout(timeouts),
+                timeout=self._timeouts[1],
                 allow_redirects=False,
             )
         except aiohttp.ConnectionTimeoutError as exc:
@@ -123,7 +136,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         if extensions.get(STREAM):
             return httpx2.Response(
                 response.status,
-                headers=response.raw_headers,  # the raw pairs: a header sent twice stays twice
+                # The raw pairs: a header sent twice stays twice.
+                headers=raw_headers(response.raw_headers),
                 stream=_Body(response, request),
                 request=request,
             )
