@@ -28,7 +28,7 @@ from shop.kernel.http import (
     Upstream,
     expect,
 )
-from shop.kernel.security import JwksSource
+from shop.kernel.security import JwksSource, jwks_document
 from shop.kernel.settings import RemoteCallSettings
 from shop.kernel.topology import Topology
 from shop.kernel.types import Money
@@ -54,12 +54,16 @@ async def _catalog_entries(catalog: Upstream, product_ids: Collection[int]) -> l
         params={"ids": sorted(set(product_ids))},
         idempotent=True,
     )
-    return [
-        CatalogEntry(
-            product_id=entry["product_id"], name=entry["name"], price=Money(**entry["price"])
-        )
-        for entry in expect(response, 200)
-    ]
+    return expect(
+        response,
+        200,
+        read=lambda body: [
+            CatalogEntry(
+                product_id=entry["product_id"], name=entry["name"], price=Money(**entry["price"])
+            )
+            for entry in body
+        ],
+    )
 
 
 class InventoryStockLevels(StockLevels):
@@ -77,7 +81,9 @@ class InventoryStockLevels(StockLevels):
             params={"ids": sorted(set(product_ids))},
             idempotent=True,
         )
-        return {int(key): int(value) for key, value in expect(response, 200).items()}
+        return expect(
+            response, 200, read=lambda body: {int(key): int(value) for key, value in body.items()}
+        )
 
 
 class CatalogProductDirectory(ProductDirectory):
@@ -123,7 +129,7 @@ class CartLines(Cart):
         response = await self._cart.request(
             "GET", f"/internal/cart/{user_id}/lines", idempotent=True
         )
-        return [CartLine(**line) for line in expect(response, 200)]
+        return expect(response, 200, read=lambda body: [CartLine(**line) for line in body])
 
     async def remove(self, user_id: uuid.UUID, product_ids: Collection[int]) -> None:
         response = await self._cart.request(
@@ -149,8 +155,12 @@ class InventoryReservations(Stock):
             idempotent=True,
         )
         if response.status_code == 409:
-            problem = response.json()
-            raise OutOfStock(problem["detail"], product_ids=problem.get("product_ids", []))
+            detail, product_ids = expect(
+                response,
+                409,
+                read=lambda problem: (str(problem["detail"]), list(problem.get("product_ids", []))),
+            )
+            raise OutOfStock(detail, product_ids=product_ids)
         expect(response, 200)
 
     async def _step(self, reservation_id: uuid.UUID, action: str) -> None:
@@ -167,6 +177,10 @@ class InventoryReservations(Stock):
 
     async def restock(self, reservation_id: uuid.UUID) -> None:
         await self._step(reservation_id, "return")
+
+
+def _charge_status(body: Any) -> ChargeStatus:
+    return ChargeStatus(body["status"])
 
 
 class PaymentsProcessor(Payments):
@@ -198,7 +212,7 @@ class PaymentsProcessor(Payments):
         if response.status_code == 409:
             # Claimed by an earlier attempt that is still with the card processor.
             return ChargeStatus.PENDING
-        return ChargeStatus(expect(response, 200)["status"])
+        return expect(response, 200, read=_charge_status)
 
     async def status(self, key: str) -> ChargeStatus | None:
         response = await self._payments.request(
@@ -206,7 +220,7 @@ class PaymentsProcessor(Payments):
         )
         if response.status_code == 404:
             return None
-        return ChargeStatus(expect(response, 200)["status"])
+        return expect(response, 200, read=_charge_status)
 
     async def refund(self, *, key: str, order_id: uuid.UUID, user_id: uuid.UUID) -> None:
         response = await self._payments.request(
@@ -270,7 +284,6 @@ def remote_jwks(identity: Upstream) -> JwksSource:
 
     async def load_jwks() -> dict[str, Any]:
         response = await identity.request("GET", "/.well-known/jwks.json", idempotent=True)
-        document: dict[str, Any] = expect(response, 200)
-        return document
+        return expect(response, 200, read=jwks_document)
 
     return load_jwks

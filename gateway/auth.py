@@ -17,12 +17,29 @@ import jwt
 from fastapi.security.utils import get_authorization_scheme_param
 
 from shop.kernel.errors import ServiceUnavailable, Unauthorized
-from shop.kernel.http import UpstreamTimeout, UpstreamUnavailable
-from shop.kernel.security import TokenVerifier
+from shop.kernel.http import Upstream, UpstreamTimeout, UpstreamUnavailable, expect
+from shop.kernel.security import JwksSource, TokenVerifier, jwks_document
 
 JWKS_PATH = "/.well-known/jwks.json"
 REMEMBER_SECONDS = 60.0
 REMEMBER_TOKENS = 10_000
+
+
+def jwks_source(identity: Upstream | None) -> JwksSource:
+    """Identity's published keys, through its upstream (its breakers, its timeouts).
+
+    A document that is not a JWKS is a bad upstream response (502), not a bug of ours.
+    """
+
+    async def load() -> dict[str, Any]:
+        if identity is None:
+            raise UpstreamUnavailable(f"No route serves {JWKS_PATH}: tokens cannot be checked.")
+        response = await identity.request(
+            "GET", JWKS_PATH, idempotent=True, headers={"Accept": "application/json"}
+        )
+        return expect(response, 200, read=jwks_document)
+
+    return load
 
 
 class EdgeAuth:

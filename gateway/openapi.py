@@ -10,9 +10,18 @@ goes in when a kept operation refers to it.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import anyio
+
+from shop.kernel.errors import ShopError
+from shop.kernel.http import Upstream, expect
+
+logger = logging.getLogger("gateway")
 
 SCHEMA_REF_PREFIX = "#/components/schemas/"
 
@@ -124,3 +133,80 @@ def merge_documents(
     if components:
         merged["components"] = components
     return MergedDocument(document=merged, conflicts=conflicts)
+
+
+def _document(body: Any) -> dict[str, Any]:
+    """A service's OpenAPI document, checked for the shape the merge reads."""
+    if not isinstance(body, dict):
+        raise TypeError("an OpenAPI document is an object")
+    for key in ("paths", "components"):
+        section = body.get(key, {})
+        if not isinstance(section, dict) or not all(isinstance(v, dict) for v in section.values()):
+            raise TypeError(f"{key} is not an object of objects")
+    return body
+
+
+class OpenApi:
+    """The merged document, fetched from every routed service (through its breakers, all at
+    once) and reused for ``cache_seconds`` once complete.
+
+    A service whose document cannot be had (down, slow, or a body that is not a document)
+    is left out and named; the incomplete document is served but fetched again next time.
+    """
+
+    def __init__(
+        self,
+        upstreams: Mapping[str, Upstream],
+        *,
+        owner: Callable[[str], str | None],
+        info: Mapping[str, Any],
+        is_hidden: Callable[[str], bool],
+        cache_seconds: float,
+    ) -> None:
+        self._upstreams = upstreams
+        self._owner = owner
+        self._info = dict(info)
+        self._is_hidden = is_hidden
+        self._cache_seconds = cache_seconds
+        self._cached: tuple[float, dict[str, Any]] | None = None
+        self._lock = anyio.Lock()
+
+    async def _fetch(self, name: str) -> dict[str, Any] | None:
+        try:
+            response = await self._upstreams[name].request(
+                "GET", "/openapi.json", idempotent=True, headers={"Accept": "application/json"}
+            )
+            return expect(response, 200, read=_document)
+        except ShopError as exc:
+            logger.warning("OpenAPI document of %s: %s", name, exc.detail)
+            return None
+
+    async def document(self, own: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The merged document and the services whose documents could not be had."""
+        async with self._lock:
+            now = time.monotonic()
+            if self._cached is not None and now - self._cached[0] < self._cache_seconds:
+                return self._cached[1], []
+            documents: dict[str, dict[str, Any]] = {}
+
+            async def fetch(name: str) -> None:
+                document = await self._fetch(name)
+                if document is not None:
+                    documents[name] = document
+
+            async with anyio.create_task_group() as tasks:
+                for name in self._upstreams:
+                    tasks.start_soon(fetch, name)
+            merged = merge_documents(
+                [(name, documents[name]) for name in self._upstreams if name in documents],
+                owner=self._owner,
+                info=self._info,
+                own=own,
+                is_hidden=self._is_hidden,
+            )
+            for conflict in merged.conflicts:
+                logger.warning("OpenAPI merge: %s", conflict)
+            missing = sorted(set(self._upstreams) - set(documents))
+            if not missing:
+                self._cached = (now, merged.document)
+            return merged.document, missing

@@ -4,56 +4,45 @@ It runs in front of all of FastAPI (its middleware stack, routing and dependency
 injection), which the measured FastAPI catch-all proxy paid for on every request
 (docs/gateway.md). Paths the gateway answers itself (``/healthz``, ``/readyz``,
 ``/openapi.json``, ``/docs``) and paths no route claims fall through to the FastAPI app,
-whose handlers render problem+json.
+whose edge and handlers echo the request id and render problem+json.
+
+This layer composes the others and adds no policy of its own: the route from
+:mod:`gateway.routing`, the token check from :mod:`gateway.auth`, the call (breakers,
+failover, failure kinds) from :mod:`gateway.upstreams` on the kernel's HTTP stack, the
+header rules from :mod:`gateway.headers`. It is the edge of a proxied request: it takes the
+request id and ``traceparent`` (:mod:`shop.kernel.correlation`) for the call to make.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.clients import UpstreamBroken, UpstreamReadTimeout
-from gateway.headers import (
-    DROPPED_REQUEST_HEADERS,
-    DROPPED_RESPONSE_HEADERS,
-    connection_tokens,
-    request_id,
-    traceparent,
-)
-from gateway.upstreams import CallerBody, CallerBodyTooLarge, CallerDisconnected, ServicePool
-from shop.kernel.edge import AMBIGUOUS_AUTHORIZATION, NOSNIFF
+from gateway.headers import DROPPED_REQUEST_HEADERS, DROPPED_RESPONSE_HEADERS, connection_tokens
+from gateway.routing import OWN_PATHS, has_dot_segment, is_internal
+from gateway.upstreams import CallerBody, CallerBodyTooLarge, CallerDisconnected
+from shop.kernel import correlation
+from shop.kernel.correlation import REQUEST_ID, TRACEPARENT
+from shop.kernel.edge import AMBIGUOUS_AUTHORIZATION, NOSNIFF, BodyLimit
 from shop.kernel.errors import PROBLEM_CONTENT_TYPE, NotFound, ShopError, problem_body
-from shop.kernel.http import CLIENT_ADDRESS_HEADER, EDGE_TOKEN_HEADER
-
-if TYPE_CHECKING:
-    from gateway.runtime import Gateway
+from shop.kernel.http import (
+    CLIENT_ADDRESS_HEADER,
+    EDGE_TOKEN_HEADER,
+    CallFailure,
+    StreamedResponse,
+    Upstream,
+)
 
 logger = logging.getLogger("gateway.proxy")
 
 CLIENT_ADDRESS = CLIENT_ADDRESS_HEADER.lower().encode("latin-1")
 EDGE_TOKEN = EDGE_TOKEN_HEADER.lower().encode("latin-1")
-
-OWN_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
-"""Answered by the gateway itself, never proxied."""
-
-
-def is_internal(path: str) -> bool:
-    """``/internal`` and below: service-to-service endpoints, never reachable from outside."""
-    first = path.lstrip("/").split("/", 1)[0]
-    return first.lower() == "internal"
-
-
-def has_dot_segment(path: str) -> bool:
-    """``.`` or ``..`` segments, which some servers resolve and some do not.
-
-    Refusing them keeps the gateway's routing decision and the upstream's reading of the
-    path the same (``/products/../internal/x`` must not become ``/internal/x`` upstream).
-    """
-    return "/." in path and any(segment in (".", "..") for segment in path.split("/"))
+CHUNKED = (b"transfer-encoding", b"chunked")
 
 
 async def send_problem(send: Send, error: ShopError, request_id: bytes) -> None:
@@ -64,7 +53,7 @@ async def send_problem(send: Send, error: ShopError, request_id: bytes) -> None:
     headers = [
         (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id),
+        (REQUEST_ID, request_id),
         NOSNIFF,
         *(
             (name.lower().encode(), value.encode())
@@ -75,59 +64,41 @@ async def send_problem(send: Send, error: ShopError, request_id: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-class ProxyMiddleware:
+class Proxy:
     """Routes a request to its upstream, or hands it to the wrapped app."""
 
-    def __init__(self, app: ASGIApp, *, gateway: Gateway) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        route: Callable[[str], Upstream | None],
+        check_token: Callable[[str], Awaitable[None]],
+        body_limit: BodyLimit,
+        edge_token: bytes | None,
+    ) -> None:
         self.app = app
-        self.gateway = gateway
+        self._route = route
+        self._check_token = check_token
+        self._body_limit = body_limit
+        self._edge_token = edge_token
+        """Sent with the caller's address to the services (``SHOP_EDGE_TOKEN``)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OWN_PATHS:
-            await self._own(scope, receive, send)
+            await self.app(scope, receive, send)
             return
         path: str = scope["path"]
         if is_internal(path) or has_dot_segment(path):
-            rid = request_id(_header(scope, b"x-request-id")).encode()
+            rid = correlation.request_id(_header(scope, REQUEST_ID)).encode()
             await send_problem(send, NotFound("No resource at this path."), rid)
             return
-        pool = self.gateway.route(path)
-        if pool is None:
-            await self._own(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Any) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            await self._proxy(scope, receive, tracking_send, pool)
-        except Exception:
-            # This layer runs outside FastAPI's error middleware, so it renders its own 500.
-            logger.exception("proxy error on %s %s", scope["method"], path)
-            if started:
-                raise
-            rid = request_id(_header(scope, b"x-request-id")).encode()
-            await send_problem(send, ShopError("An unexpected error occurred in the gateway."), rid)
-
-    async def _own(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The wrapped app answers; the request id is echoed all the same."""
-        if scope["type"] != "http":
+        upstream = self._route(path)
+        if upstream is None:
             await self.app(scope, receive, send)
             return
-        rid = request_id(_header(scope, b"x-request-id")).encode()
+        await self._proxy(scope, receive, send, upstream)
 
-        async def send_with_id(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", ()) if h[0].lower() != b"x-request-id"]
-                message = {**message, "headers": [*headers, (b"x-request-id", rid)]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
-
-    async def _proxy(self, scope: Scope, receive: Receive, send: Send, pool: ServicePool) -> None:
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send, upstream: Upstream) -> None:
         # One pass over the caller's headers: keep what goes upstream, note what matters.
         forwarded: list[tuple[bytes, bytes]] = []
         incoming_id = incoming_trace = authorization = None
@@ -137,10 +108,10 @@ class ProxyMiddleware:
         declared: bytes | None = None
         for name, value in scope["headers"]:
             if name in DROPPED_REQUEST_HEADERS:
-                if name == b"x-request-id":
-                    incoming_id = value.decode("latin-1")
-                elif name == b"traceparent":
-                    incoming_trace = value.decode("latin-1")
+                if name == REQUEST_ID:
+                    incoming_id = value
+                elif name == TRACEPARENT:
+                    incoming_trace = value
                 elif name == b"transfer-encoding":
                     has_body = True
                 elif name == b"host":
@@ -152,8 +123,8 @@ class ProxyMiddleware:
                 continue
             if name == b"authorization":
                 if authorization is not None:
-                    rid = request_id(incoming_id or _header(scope, b"x-request-id"))
-                    await AMBIGUOUS_AUTHORIZATION.send(send, [(b"x-request-id", rid.encode())])
+                    rid = correlation.request_id(incoming_id or _header(scope, REQUEST_ID))
+                    await AMBIGUOUS_AUTHORIZATION.send(send, [(REQUEST_ID, rid.encode())])
                     return
                 authorization = value.decode("latin-1")
             elif name == b"content-length":
@@ -163,32 +134,72 @@ class ProxyMiddleware:
         if hop_tokens:
             forwarded = [h for h in forwarded if h[0] not in hop_tokens]
 
-        rid = request_id(incoming_id)
+        # The gateway is a hop of the trace: its calls carry a new parent span id.
+        rid = correlation.request_id(incoming_id)
+        token = correlation.begin(
+            rid, correlation.child_traceparent(correlation.traceparent(incoming_trace))
+        )
         rid_bytes = rid.encode()
-        gateway = self.gateway
-        body_limit = gateway.body_limit
+        started = False
+
+        async def answer(message: Any) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._forward(
+                scope, receive, answer, upstream, forwarded, rid_bytes,
+                authorization=authorization, host=host, forwarded_for=forwarded_for,
+                has_body=has_body, declared=declared,
+            )  # fmt: skip
+        except Exception:
+            # This layer runs outside FastAPI's error middleware, so it renders its own 500.
+            logger.exception("proxy error on %s %s", scope["method"], scope["path"])
+            if started:
+                raise
+            await send_problem(
+                send, ShopError("An unexpected error occurred in the gateway."), rid_bytes
+            )
+        finally:
+            correlation.end(token)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        upstream: Upstream,
+        forwarded: list[tuple[bytes, bytes]],
+        rid: bytes,
+        *,
+        authorization: str | None,
+        host: bytes | None,
+        forwarded_for: bytes | None,
+        has_body: bool,
+        declared: bytes | None,
+    ) -> None:
+        body_limit = self._body_limit
         if declared is not None and body_limit.declared_too_large(declared):
             # Refused before the body is read and before any upstream is asked.
-            await body_limit.refuse(send, [(b"x-request-id", rid_bytes)])
+            await body_limit.refuse(send, [(REQUEST_ID, rid)])
             return
         if authorization is not None:
             try:
-                await gateway.auth.check(authorization)
+                await self._check_token(authorization)
             except ShopError as error:
-                await send_problem(send, error, rid_bytes)
+                await send_problem(send, error, rid)
                 return
 
         client_addr = scope.get("client")
         if client_addr:
             caller = str(client_addr[0]).encode()
             forwarded_for = forwarded_for + b", " + caller if forwarded_for else caller
-            if gateway.edge_token is not None:
+            if self._edge_token is not None:
                 # The address the services count sign-in failures under (per-address limits):
                 # the connection's own peer, proved by the token they share with the gateway.
                 forwarded.append((CLIENT_ADDRESS, caller))
-                forwarded.append((EDGE_TOKEN, gateway.edge_token))
-        forwarded.append((b"x-request-id", rid_bytes))
-        forwarded.append((b"traceparent", traceparent(incoming_trace).encode()))
+                forwarded.append((EDGE_TOKEN, self._edge_token))
         if forwarded_for:
             forwarded.append((b"x-forwarded-for", forwarded_for))
         if host:
@@ -204,12 +215,16 @@ class ProxyMiddleware:
                 return
             first: bytes = message.get("body", b"")
             if declared is None and len(first) > body_limit.limit:
-                await body_limit.refuse(send, [(b"x-request-id", rid_bytes)])
+                await body_limit.refuse(send, [(REQUEST_ID, rid)])
                 return
             if message.get("more_body", False):
                 body = CallerBody(receive, first, limit=body_limit.limit)
+                if declared is None:
+                    forwarded.append(CHUNKED)
             else:
                 body = first
+                if declared is None:
+                    forwarded.append((b"content-length", str(len(first)).encode()))
 
         raw_path: bytes | None = scope.get("raw_path")
         target = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
@@ -218,48 +233,54 @@ class ProxyMiddleware:
             target = f"{target}?{query.decode('latin-1')}"
 
         try:
-            response, replica = await pool.send(
-                gateway.client, scope["method"], target, forwarded, body
-            )
+            response = await upstream.stream(scope["method"], target, forwarded, body)
         except ShopError as error:
-            await send_problem(send, error, rid_bytes)
+            await send_problem(send, error, rid)
             return
         except CallerDisconnected:
             return
         except CallerBodyTooLarge:
-            await body_limit.refuse(send, [(b"x-request-id", rid_bytes)])
+            await body_limit.refuse(send, [(REQUEST_ID, rid)])
             return
         if isinstance(body, CallerBody) and body.too_large:
             # The upstream answered before the upload failed (an in-process upstream
             # renders the failed read as its own error): the caller is told what happened.
             await response.aclose()
-            await body_limit.refuse(send, [(b"x-request-id", rid_bytes)])
+            await body_limit.refuse(send, [(REQUEST_ID, rid)])
             return
-        try:
-            headers = [h for h in response.headers if h[0] not in DROPPED_RESPONSE_HEADERS]
-            headers.append((b"x-request-id", rid_bytes))
-            headers.append(NOSNIFF)
-            await send(
-                {"type": "http.response.start", "status": response.status, "headers": headers}
-            )
-            while True:
-                chunk = await response.read_chunk()
-                more = not response.at_eof
-                await send({"type": "http.response.body", "body": chunk, "more_body": more})
-                if not more:
-                    break
-        except (UpstreamReadTimeout, UpstreamBroken) as exc:
-            # Too late for a problem document: the status line is gone. Returning without
-            # completing the response makes the server drop the connection, which is how
-            # HTTP tells the caller the body is truncated.
-            replica.breaker.failure()
-            logger.warning("%s %s: upstream failed mid-body: %s", scope["method"], target, exc)
-        finally:
-            await response.aclose()
+        await _relay(send, response, rid, scope["method"], target)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+async def _relay(
+    send: Send, response: StreamedResponse, rid: bytes, method: str, target: str
+) -> None:
+    """The upstream's answer to the caller, chunk by chunk as it arrives."""
+    try:
+        headers = []
+        for name, value in response.raw_headers:
+            name = name.lower()
+            if name not in DROPPED_RESPONSE_HEADERS:
+                headers.append((name, value))
+        headers.append((REQUEST_ID, rid))
+        headers.append(NOSNIFF)
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        while True:
+            chunk = await response.read_chunk()
+            more = not response.at_eof
+            await send({"type": "http.response.body", "body": chunk, "more_body": more})
+            if not more:
+                break
+    except CallFailure as exc:
+        # Too late for a problem document: the status line is gone. Returning without
+        # completing the response makes the server drop the connection, which is how HTTP
+        # tells the caller the body is truncated (the replica's circuit counted it).
+        logger.warning("%s %s: upstream failed mid-body: %s", method, target, exc)
+    finally:
+        await response.aclose()
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope["headers"]:
         if key == name:
-            return str(value.decode("latin-1"))
+            return bytes(value)
     return None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 
@@ -26,11 +25,6 @@ class GatewaySettings(EdgeSettings, env_prefix="GATEWAY_", populate_by_name=True
         description='Replicate services on top of the file, like "catalog=2,orders=3"',
     )
     upstream_host: str = Field("127.0.0.1", description="The host every service listens on")
-    client: Literal["aiohttp", "httpx"] = Field(
-        "aiohttp",
-        description="Upstream HTTP client of the proxy path (aiohttp measured faster; "
-        "docs/gateway.md)",
-    )
     edge_token: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("SHOP_EDGE_TOKEN", "GATEWAY_EDGE_TOKEN"),

@@ -17,6 +17,8 @@ from pydantic import Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shop.kernel import correlation
+from shop.kernel.correlation import REQUEST_ID, TRACEPARENT
 from shop.kernel.errors import PROBLEM_CONTENT_TYPE, BadRequest, ShopError, problem_body
 from shop.kernel.server import ServerLimits
 from shop.kernel.settings import ShopSettings
@@ -183,7 +185,10 @@ class EdgeMiddleware:
       with 413 once it passes the cap. A body with a length under the cap is not counted:
       the server's HTTP parser delivers no more than the length says.
     - Several ``Authorization`` headers are a 400.
-    - Every response says ``X-Content-Type-Options: nosniff``.
+    - The request's ``X-Request-ID`` (a new one when missing or not sane) and its valid
+      ``traceparent`` (none when missing or invalid) are the request's correlation while
+      the app handles it (:mod:`shop.kernel.correlation`: logs, outgoing calls).
+    - Every response says ``X-Content-Type-Options: nosniff`` and ``X-Request-ID``.
     """
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
@@ -195,28 +200,49 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         unsized = authorized = False
+        incoming_id = incoming_trace = None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if self.body_limit.declared_too_large(value):
-                    await self.body_limit.refuse(send)
+                    await self.body_limit.refuse(send, [(REQUEST_ID, _id(incoming_id, scope))])
                     return
             elif name == b"transfer-encoding":
                 unsized = True
             elif name == b"authorization":
                 if authorized:
-                    await AMBIGUOUS_AUTHORIZATION.send(send)
+                    await AMBIGUOUS_AUTHORIZATION.send(send, [(REQUEST_ID, _id(None, scope))])
                     return
                 authorized = True
+            elif name == REQUEST_ID:
+                incoming_id = value
+            elif name == TRACEPARENT:
+                incoming_trace = value
         if unsized:
             receive = self.body_limit.counting(receive)
+        rid = correlation.request_id(incoming_id)
+        echoed = ((REQUEST_ID, rid.encode()), NOSNIFF)
 
-        async def send_nosniff(message: Message) -> None:
+        async def send_with_edge_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 # A new message: a response object may be sent again (the cached doc pages).
-                message = {**message, "headers": [*message.get("headers", ()), NOSNIFF]}
+                message = {**message, "headers": [*message.get("headers", ()), *echoed]}
             await send(message)
 
-        await self.app(scope, receive, send_nosniff)
+        token = correlation.begin(rid, correlation.traceparent(incoming_trace))
+        try:
+            await self.app(scope, receive, send_with_edge_headers)
+        finally:
+            correlation.end(token)
+
+
+def _id(incoming: bytes | None, scope: Scope) -> bytes:
+    """The request id to echo on an answer given before the headers were all read."""
+    if incoming is None:
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID:
+                incoming = value
+                break
+    return correlation.request_id(incoming).encode()
 
 
 def install_edge(app: FastAPI, settings: EdgeSettings) -> None:

@@ -17,6 +17,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from shop.kernel.correlation import log_config
 from shop.kernel.server import LIMITS_ENV, ServerLimits
 
 _FACTORY = "SHOP_APP_FACTORY"
@@ -38,7 +39,8 @@ def serve(
     environment first (the app and its workers read their settings from it).
 
     The HTTP protocol is uvicorn's httptools one with ``limits`` on what a client may send
-    (:mod:`shop.kernel.server`).
+    (:mod:`shop.kernel.server`). Every log line, uvicorn's access log and the application's
+    own, names the request it was written for (:func:`shop.kernel.correlation.log_config`).
     """
     import uvicorn
 
@@ -53,6 +55,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        log_config=log_config(),
         http=PROTOCOL,
         **options,
     )

@@ -35,6 +35,16 @@ JwksSource = Callable[[], Awaitable[dict[str, Any]]]
 """Loads the current JWKS document (in process, or over HTTP with its own caching)."""
 
 
+def jwks_document(body: Any) -> dict[str, Any]:
+    """A JWKS as an upstream sent it, checked for shape: an object with a ``keys`` list.
+
+    Raises ``TypeError`` otherwise (read through :func:`shop.kernel.http.expect`, a 502).
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
+        raise TypeError("a JWKS is an object with a list of keys")
+    return body
+
+
 class Role(StrEnum):
     CUSTOMER = "customer"
     ADMIN = "admin"

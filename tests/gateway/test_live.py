@@ -17,8 +17,8 @@ import pytest
 import uvicorn
 
 from gateway.app import create_app
-from gateway.clients import AiohttpClient
 from launcher.processes import free_port
+from shop.kernel.transport import AiohttpTransport
 from tests.gateway.support import (
     Keys,
     echo_app,
@@ -93,10 +93,11 @@ async def client(tmp_path: Path, upstreams: dict[str, Any]) -> AsyncIterator[Any
     topology = write(tmp_path, ROUTES, upstreams["ports"])
     app = create_app(
         # Room for the 2 MiB bodies of the streaming test (the default cap is 1 MiB).
-        settings(topology, client="aiohttp", read_timeout_seconds=0.5, max_body_bytes=4 << 20)
+        settings(topology, read_timeout_seconds=0.5, max_body_bytes=4 << 20)
     )
     async with gateway_client(app) as http:
-        assert isinstance(app.state.gateway.client, AiohttpClient)
+        clients = app.state.gateway.upstreams.values()
+        assert all(isinstance(u._transport, AiohttpTransport) for u in clients)
         yield http
 
 
@@ -180,7 +181,7 @@ async def test_readyz_over_http(client: Any) -> None:
 
 async def test_a_port_nobody_listens_on_is_unavailable(tmp_path: Path) -> None:
     topology = write(tmp_path, {"/products": "catalog"}, {"catalog": free_port()})
-    app = create_app(settings(topology, client="aiohttp", breaker_threshold=2))
+    app = create_app(settings(topology, breaker_threshold=2))
     async with gateway_client(app) as client:
         refused = [await client.get("/products/1") for _ in range(3)]
         ready = await client.get("/readyz")
@@ -200,7 +201,7 @@ async def test_a_chunked_body_over_the_cap_is_cut_off_and_the_pool_stays_sound(
     limit = 256 * 1024
     seen = upstreams["seen"]["catalog"]
     topology = write(tmp_path, ROUTES, upstreams["ports"])
-    app = create_app(settings(topology, client="aiohttp", max_body_bytes=limit))
+    app = create_app(settings(topology, max_body_bytes=limit))
 
     async def trickle(total: int) -> AsyncIterator[bytes]:
         for _ in range(total // 65536):

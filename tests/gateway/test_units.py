@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.headers import connection_tokens, request_id, traceparent
-from gateway.proxy import has_dot_segment, is_internal
+from gateway.headers import connection_tokens
+from gateway.routing import Routes, has_dot_segment, is_internal
 from gateway.settings import GatewaySettings
+from shop.kernel.correlation import child_traceparent, request_id, traceparent
 from tests.gateway.support import asgi, echo_app, gateway_client, write_topology
 
 pytestmark = pytest.mark.anyio
@@ -29,7 +30,7 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 )
 def test_traceparent_keeps_the_trace_and_flags(incoming: str) -> None:
     _, trace, parent, flags = incoming.strip().split("-")[:4]
-    forwarded = traceparent(incoming)
+    forwarded = child_traceparent(traceparent(incoming.encode()))
     assert re.fullmatch(rf"00-{trace}-[0-9a-f]{{16}}-{flags}", forwarded)
     assert forwarded.split("-")[2] != parent
 
@@ -49,7 +50,8 @@ def test_traceparent_keeps_the_trace_and_flags(incoming: str) -> None:
     ],
 )
 def test_an_invalid_traceparent_starts_a_new_trace(incoming: str | None) -> None:
-    forwarded = traceparent(incoming)
+    assert traceparent(None if incoming is None else incoming.encode()) is None
+    forwarded = child_traceparent(traceparent(None if incoming is None else incoming.encode()))
     assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-00", forwarded)
     assert TRACE not in forwarded
 
@@ -59,7 +61,7 @@ def test_an_invalid_traceparent_starts_a_new_trace(incoming: str | None) -> None
     [("abc-123", True), ("x" * 128, True), ("x" * 129, False), ("a b", False), ("é", False)],
 )
 def test_request_id(incoming: str, kept: bool) -> None:
-    assert (request_id(incoming) == incoming) is kept
+    assert (request_id(incoming.encode()) == incoming) is kept
     assert re.fullmatch(r"[0-9a-f]{32}", request_id(None))
 
 
@@ -102,12 +104,10 @@ def test_has_dot_segment(path: str, dotted: bool) -> None:
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHOP_TOPOLOGY", "topologies/other.toml")
     monkeypatch.setenv("SHOP_REPLICAS", "catalog=2")
-    monkeypatch.setenv("GATEWAY_CLIENT", "httpx")
     monkeypatch.setenv("GATEWAY_READ_TIMEOUT_SECONDS", "3.5")
     settings = GatewaySettings()
     assert settings.topology == Path("topologies/other.toml")
     assert settings.replicas == "catalog=2"
-    assert settings.client == "httpx"
     assert settings.read_timeout_seconds == 3.5
     assert (settings.issuer, settings.audience) == ("shopkata", "shopkata")
 
@@ -115,18 +115,15 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_settings_defaults_and_bad_values() -> None:
     settings = GatewaySettings()
     assert settings.topology == Path("topologies/services.toml")
-    assert settings.client == "aiohttp"
     with pytest.raises(ValidationError):
         GatewaySettings(replicas="catalog")
-    with pytest.raises(ValidationError):
-        GatewaySettings(client="requests")
 
 
 async def test_the_shipped_services_topology_routes_the_public_api() -> None:
     from gateway.app import create_app
 
     app = create_app(GatewaySettings())
-    gateway = app.state.gateway
+    routes = app.state.gateway.routes
     expected = {
         "/auth/token": "identity",
         "/users/me": "identity",
@@ -138,23 +135,36 @@ async def test_the_shipped_services_topology_routes_the_public_api() -> None:
         "/orders/x/cancel": "orders",
         "/payments": "payments",
     }
-    assert {path: gateway.route(path).name for path in expected} == expected
-    assert gateway.route("/internal/x") is None
+    assert {path: routes.service(path) for path in expected} == expected
+    assert routes.service("/internal/x") is None
 
 
 async def test_an_explicit_replicas_setting_applies(tmp_path: Path) -> None:
     from tests.gateway.support import build
 
     app = build(write_topology(tmp_path, {"/products": "catalog"}), {}, replicas="catalog=4")
-    assert len(app.state.gateway.pools["catalog"].replicas) == 4
+    assert len(app.state.gateway.upstreams["catalog"].replicas) == 4
 
 
-async def test_without_its_lifespan_the_gateway_says_so(tmp_path: Path) -> None:
+async def test_its_lifespan_closes_the_upstream_clients(tmp_path: Path) -> None:
     from tests.gateway.support import build
 
     catalog, _ = echo_app("catalog")
     app = build(write_topology(tmp_path, {"/products": "catalog"}), {"catalog": asgi(catalog)})
-    with pytest.raises(RuntimeError, match="lifespan"):
-        _ = app.state.gateway.client
     async with gateway_client(app) as client:
         assert (await client.get("/products/1")).status_code == 200
+    with pytest.raises(RuntimeError, match="closed"):
+        await app.state.gateway.upstreams["catalog"].request("GET", "/x", idempotent=True)
+
+
+def test_routes_take_the_longest_whole_segment_prefix() -> None:
+    routes = Routes([("/a", "one"), ("/a/b", "two"), ("/", "root")])
+    assert routes.service("/a/b/c") == "two"
+    assert routes.service("/a/bc") == "one"
+    assert routes.service("/ab") == "root"
+    lookup = routes.bind({"one": 1, "two": 2, "root": 0})
+    assert [lookup(p) for p in ("/a/b", "/a", "/x")] == [2, 1, 0]
+    single = Routes([("/a", "one"), ("/b", "two")]).bind({"one": 1, "two": 2})
+    assert [single(p) for p in ("/a/x", "/b", "/bc", "", "/")] == [1, 2, None, None, None]
+    with pytest.raises(ValueError, match="start with /"):
+        Routes([("a", "one")])

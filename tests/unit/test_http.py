@@ -24,14 +24,17 @@ import anyio
 import httpx2
 import pytest
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from shop.kernel.http import (
     INTERNAL_TOKEN_HEADER,
     BadUpstreamResponse,
     CircuitBreaker,
+    SentRequest,
     Timeouts,
     Upstream,
+    UpstreamResponse,
     UpstreamTimeout,
     UpstreamUnavailable,
     expect,
@@ -685,3 +688,75 @@ def test_the_transport_takes_httpx2_timeouts() -> None:
     assert (timeout.sock_connect, timeout.sock_read) == (1.0, 5.0)
     unbounded = _client_timeout({"connect": None, "read": None, "write": None, "pool": None})
     assert unbounded == _client_timeout(None) == aiohttp.ClientTimeout()
+
+
+# --- a body of the wrong shape, read by the bindings: 502, never a 500 ----------------------
+
+
+def _answering(status: int, body: Any) -> Upstream:
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(status, json=body)
+
+    return Upstream("other", ["http://other"], transport=httpx2.MockTransport(answer), retries=0)
+
+
+def test_expect_reads_a_body_and_turns_a_wrong_shape_into_a_502() -> None:
+    response = UpstreamResponse(
+        200,
+        b'{"a": 1}',
+        CIMultiDictProxy(CIMultiDict()),
+        SentRequest("GET", URL("http://other/x")),
+    )
+    assert expect(response, 200, read=lambda body: body["a"] + 1) == 2
+    with pytest.raises(BadUpstreamResponse, match="GET /x answered 200 with a body of the wrong"):
+        expect(response, 200, read=lambda body: body["missing"])
+    with pytest.raises(BadUpstreamResponse) as caught:
+        expect(response, 200, read=lambda body: int("x"))
+    assert caught.value.status == 502
+
+
+WRONG_SHAPES: list[tuple[str, int, Any]] = [
+    ("catalog entries", 200, [{"product_id": 1}]),
+    ("catalog entries", 200, {"not": "a list"}),
+    ("catalog entries", 200, [{"product_id": 1, "name": "x", "price": {"amount": "lots"}}]),
+    ("stock levels", 200, ["a list"]),
+    ("stock levels", 200, {"1": "many"}),
+    ("cart lines", 200, [{"unknown": 1}]),
+    ("reserve", 409, ["not a problem"]),
+    ("reserve", 409, None),
+    ("charge", 200, {"status": "who knows"}),
+    ("charge status", 200, []),
+    ("jwks", 200, [1, 2]),
+    ("jwks", 200, {"keys": "none"}),
+]
+
+
+@pytest.mark.parametrize(("port", "status", "body"), WRONG_SHAPES, ids=str)
+async def test_a_binding_answers_a_body_of_the_wrong_shape_with_a_502(
+    port: str, status: int, body: Any
+) -> None:
+    import uuid
+
+    from bindings import http as bindings
+    from shop.kernel.types import Money
+
+    upstream = _answering(status, body)
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "catalog entries": lambda: bindings.CatalogEntries(upstream).entries([1]),
+        "stock levels": lambda: bindings.InventoryStockLevels(upstream).available([1]),
+        "cart lines": lambda: bindings.CartLines(upstream).lines(uuid.uuid4()),
+        "reserve": lambda: bindings.InventoryReservations(upstream).reserve(uuid.uuid4(), []),
+        "charge": lambda: bindings.PaymentsProcessor(upstream).charge(
+            key="k",
+            order_id=uuid.uuid4(),
+            user_id=uuid.uuid4(),
+            amount=Money(amount=100, currency="EUR"),
+            card_number="4242424242424242",
+        ),
+        "charge status": lambda: bindings.PaymentsProcessor(upstream).status("k"),
+        "jwks": lambda: bindings.remote_jwks(upstream)(),
+    }
+    with pytest.raises(BadUpstreamResponse) as caught:
+        await calls[port]()
+    assert caught.value.status == 502
+    await upstream.aclose()

@@ -52,9 +52,14 @@ def test_serve_hands_uvicorn_the_freezing_factory(monkeypatch: pytest.MonkeyPatc
         "port": 8001,
         "workers": 2,
         "log_level": "info",
+        "log_config": options["log_config"],
         "http": "shop.kernel.server:BoundedHttpToolsProtocol",
         "x": 1,
     }
+    # Every handler, uvicorn's and the application's, names the request of each line.
+    config = options["log_config"]
+    assert all(h["filters"] == ["request_id"] for h in config["handlers"].values())
+    assert config["root"]["handlers"] == ["app"]
     assert os.environ["SHOP_APP_FACTORY"] == "monolith.app:create_app"
     # Workers are new processes: the limits reach them through the environment too.
     assert ServerLimits.from_env() == limits
