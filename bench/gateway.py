@@ -209,13 +209,13 @@ def main(argv: list[str] | None = None) -> None:
         port = int(upstream_url.rsplit(":", 1)[1])
         prefix = "/" + args.path.strip("/").split("/", 1)[0]
         topology = Path(tmp) / "bench.toml"
-        topology.write_text(
-            f'name = "bench"\n[services.upstream]\napp = "bench"\nport = {port}\n'
-            f'[routes]\n"{prefix}" = "upstream"\n"/.well-known" = "upstream"\n'
-        )
+        topology.write_text(f'name = "bench"\n[services.upstream]\napp = "bench"\nport = {port}\n')
+        routes = json.dumps({prefix: "upstream", "/.well-known": "upstream"})
         results: dict[str, list[Run]] = {}
         targets = args.targets.split(",")
-        with _servers(targets, uvicorn, python, upstream_url, topology, Path(tmp)) as urls:
+        with _servers(
+            targets, uvicorn, python, upstream_url, (topology, routes), Path(tmp)
+        ) as urls:
             for round_ in range(args.rounds):
                 for target in targets:
                     url, pids = urls[target] if target != "direct" else (upstream_url, [])
@@ -249,8 +249,15 @@ def _upstream(
 
 @contextmanager
 def _servers(
-    targets: list[str], uvicorn: list[str], python: str, upstream: str, topology: Path, tmp: Path
+    targets: list[str],
+    uvicorn: list[str],
+    python: str,
+    upstream: str,
+    deployment: tuple[Path, str],
+    tmp: Path,
 ) -> Iterator[dict[str, tuple[str, list[int]]]]:
+    """Each target server; ``deployment`` is the gateway's topology file and routes (JSON)."""
+    topology, routes = deployment
     urls: dict[str, tuple[str, list[int]]] = {}
     with ExitStack() as stack:
         for target in targets:
@@ -259,7 +266,7 @@ def _servers(
             port = free_port()
             if target in ("gateway", "gateway-verify-every"):
                 command = [python, "-m", "gateway", "serve", "--port", str(port)]
-                env = {"SHOP_TOPOLOGY": str(topology)}
+                env = {"SHOP_TOPOLOGY": str(topology), "GATEWAY_ROUTES": routes}
                 if target.endswith("-verify-every"):
                     # The edge check without remembering verified tokens.
                     env["GATEWAY_VERIFIED_TOKEN_TTL_SECONDS"] = "0"  # noqa: S105 (a TTL)

@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = GatewaySettings()
     port = args.port or load(settings.topology).gateway_port or 8000
     process.serve(
-        "gateway.app:create_app",
+        # The shop's gateway: this package's app with the table the contexts declare.
+        "composition.gateway:create_app",
         host=args.host,
         port=port,
         workers=args.workers,

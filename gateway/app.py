@@ -148,14 +148,22 @@ def create_app(
 
     ``transports`` maps service names to httpx2 transports (tests pass
     ``httpx2.ASGITransport(app=...)``); the other services are reached over sockets, on the
-    aiohttp transport. ``routes`` are ``(prefix, service)`` pairs; ``None`` takes the
-    topology's ``[routes]``.
+    aiohttp transport. ``routes`` are ``(prefix, service)`` pairs; ``None`` takes
+    ``settings.routes``. The gateway knows no context: the shop's own table is derived from
+    the contexts' declarations by ``composition.gateway.create_app``, which calls this.
     """
     settings = settings or GatewaySettings()
     topology = load(settings.topology)
     if settings.replicas:
         topology = topology.with_replicas(parse_replicas(settings.replicas))
-    table = Routes(topology.routes if routes is None else routes)
+    if routes is None:
+        if settings.routes is None:
+            raise ValueError(
+                "the gateway has no routes: serve composition.gateway:create_app (the shop's"
+                " table, from the contexts' declarations) or set GATEWAY_ROUTES"
+            )
+        routes = tuple(settings.routes.items())
+    table = Routes(routes)
     unknown = table.services - set(topology.services)
     if unknown:
         raise ValueError(f"routes name services the topology does not have: {sorted(unknown)}")

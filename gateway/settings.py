@@ -17,7 +17,12 @@ class GatewaySettings(EdgeSettings, env_prefix="GATEWAY_", populate_by_name=True
         DEFAULT_TOPOLOGY,
         # The launcher and every service read SHOP_TOPOLOGY; the gateway follows the same file.
         validation_alias=AliasChoices("SHOP_TOPOLOGY", "GATEWAY_TOPOLOGY"),
-        description="The topology file whose [routes] the gateway serves",
+        description="The topology file: which services there are and where they listen",
+    )
+    routes: dict[str, str] | None = Field(
+        None,
+        description='Public path prefix -> service, as JSON ({"/products": "catalog"}); unset:'
+        " the shop's own table, each context's declared prefixes to the service that serves it",
     )
     replicas: str = Field(
         "",

@@ -27,7 +27,7 @@ from launcher.processes import indent as _indent
 from shop.kernel.topology import HOST, ServiceSpec, Topology
 
 GATEWAY = "gateway"
-DEFAULT_GATEWAY_APP = "gateway.app:create_app"
+DEFAULT_GATEWAY_APP = "composition.gateway:create_app"
 INTERNAL_TOKEN_ENV = "SHOP_INTERNAL_TOKEN"  # noqa: S105 (the name of a variable)
 EDGE_TOKEN_ENV = "SHOP_EDGE_TOKEN"  # noqa: S105 (the name of a variable)
 SEED_CONTEXTS = ("identity", "catalog", "inventory")

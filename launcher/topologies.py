@@ -99,8 +99,6 @@ def render(topology: Topology) -> str:
             f"port = {spec.port}",
             f"replicas = {spec.replicas}",
         ]
-    lines += ["", "[routes]"]
-    lines += [f"{_string(prefix)} = {_string(service)}" for prefix, service in topology.routes]
     return "\n".join(lines) + "\n"
 
 

@@ -144,7 +144,7 @@ async def deployment(
                 (name, transport), *_ = transports.items()
                 yield _target(transport, f"http://{name}.test", key)
                 return
-            gateway_app = importlib.import_module("gateway.app")
+            gateway_app = importlib.import_module("composition.gateway")
             gateway_settings = importlib.import_module("gateway.settings")
             gateway = gateway_app.create_app(
                 gateway_settings.GatewaySettings(

@@ -1,8 +1,10 @@
-"""Topologies as data: which service serves which contexts, where, and who gets each path.
+"""Topologies as data: which service serves which contexts, and where.
 
 A topology file (``topologies/*.toml``) is the single description of a deployment that the
 launcher, the gateway and every service read. Replica ``i`` of a service listens on
-``port + i``; the gateway sends a public path to the service of its longest matching prefix.
+``port + i``. It never says which paths go where: each context declares its public prefixes
+(``shop/<context>/context.py``) and the gateway's table is derived from those and the
+topology (``composition.routes``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +52,7 @@ class Topology:
     description: str
     gateway_port: int | None
     services: dict[str, ServiceSpec]
-    routes: tuple[tuple[str, str], ...] = field(default=())
     source: Path | None = None
-
-    def route(self, path: str) -> ServiceSpec | None:
-        """The service that serves a public path, by longest matching prefix."""
-        for prefix, service in self.routes:
-            if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
-                return self.services[service]
-        return None
 
     def owner(self, context: str) -> ServiceSpec:
         """The service that serves a bounded context."""
@@ -107,11 +101,6 @@ def _validated(topology: Topology) -> Topology:
                     f"{where}: {context} is served by both {owners[context]} and {spec.name}"
                 )
             owners[context] = spec.name
-    for prefix, service in topology.routes:
-        if not prefix.startswith("/"):
-            raise TopologyError(f"{where}: route {prefix!r} must start with /")
-        if service not in topology.services:
-            raise TopologyError(f"{where}: route {prefix} names unknown service {service!r}")
     return topology
 
 
@@ -128,18 +117,18 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Topology:
             )
             for name, spec in data.get("services", {}).items()
         }
-        routes = sorted(
-            ((str(prefix), str(service)) for prefix, service in data.get("routes", {}).items()),
-            key=lambda route: len(route[0]),
-            reverse=True,
-        )
+        if "routes" in data:
+            raise TopologyError(
+                f"{source or 'topology'}: a topology says which service serves which contexts,"
+                " not which paths go where: remove its [routes] table (the gateway routes each"
+                " context's declared prefixes, shop/<context>/context.py, to its service)"
+            )
         gateway = data.get("gateway")
         topology = Topology(
             name=str(data["name"]),
             description=str(data.get("description", "")),
             gateway_port=int(gateway["port"]) if gateway else None,
             services=services,
-            routes=tuple(routes),
             source=source,
         )
     except (KeyError, TypeError, ValueError) as exc:

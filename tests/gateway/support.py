@@ -227,16 +227,26 @@ def write_topology(
             f"port = {port}",
             f"replicas = {(replicas or {}).get(name, 1)}",
         ]
-    lines.append("[routes]")
-    lines += [f"{json.dumps(prefix)} = {json.dumps(service)}" for prefix, service in routes.items()]
     path = directory / "topology.toml"
     path.write_text("\n".join(lines) + "\n")
+    # A topology names no path: the gateway's table comes with its settings (GATEWAY_ROUTES).
+    (directory / ROUTES_FILE).write_text(json.dumps(dict(routes)))
     return path
+
+
+ROUTES_FILE = "routes.json"
+
+
+def routes_of(topology: Path) -> dict[str, str]:
+    """The routes :func:`write_topology` wrote beside ``topology``."""
+    routes: dict[str, str] = json.loads((topology.parent / ROUTES_FILE).read_text())
+    return routes
 
 
 def settings(topology: Path, **overrides: Any) -> GatewaySettings:
     values: dict[str, Any] = {
         "topology": topology,
+        "routes": routes_of(topology),
         "replicas": "",
         "issuer": ISSUER,
         "audience": AUDIENCE,

@@ -119,26 +119,6 @@ def test_settings_defaults_and_bad_values() -> None:
         GatewaySettings(replicas="catalog")
 
 
-async def test_the_shipped_services_topology_routes_the_public_api() -> None:
-    from gateway.app import create_app
-
-    app = create_app(GatewaySettings())
-    routes = app.state.gateway.routes
-    expected = {
-        "/auth/token": "identity",
-        "/users/me": "identity",
-        "/.well-known/jwks.json": "identity",
-        "/categories": "catalog",
-        "/products/1": "catalog",
-        "/inventory/1": "inventory",
-        "/cart/items/1": "cart",
-        "/orders/x/cancel": "orders",
-        "/payments": "payments",
-    }
-    assert {path: routes.service(path) for path in expected} == expected
-    assert routes.service("/internal/x") is None
-
-
 async def test_an_explicit_replicas_setting_applies(tmp_path: Path) -> None:
     from tests.gateway.support import build
 

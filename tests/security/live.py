@@ -7,6 +7,7 @@ Every process binds 127.0.0.1 on a free port, is started with a known pid and st
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -103,7 +104,11 @@ def gateway(
     """``python -m gateway serve`` in front of ``ports`` (service name -> port)."""
     topology = write_topology(folder, routes, ports)
     port = free_port()
-    env = {"SHOP_TOPOLOGY": str(topology), "SHOP_REPLICAS": ""}
+    env = {
+        "SHOP_TOPOLOGY": str(topology),
+        "SHOP_REPLICAS": "",
+        "GATEWAY_ROUTES": json.dumps(routes),
+    }
     env.update({f"GATEWAY_{key.upper()}": value for key, value in settings.items()})
     command = [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--port", str(port)]
     return process("gateway", command, port, folder, env)
