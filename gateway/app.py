@@ -1,8 +1,9 @@
 """Lifecycle: ``create_app()`` composes the gateway's layers into the edge of the services.
 
-uvicorn --factory gateway.app:create_app     (or: python -m gateway serve)
+uvicorn --factory composition.gateway:create_app   (the shop's; or: python -m gateway serve)
 
-It imports no bounded context: routes come from the topology file (or the caller),
+It imports no bounded context: routes are given (the shop's are derived from the contexts'
+declarations by ``composition.gateway``, or come from ``GATEWAY_ROUTES``),
 tokens are checked against identity's published JWKS, and the OpenAPI document is merged
 from the services'. The layers, each with one job (import-linter keeps them layered):
 

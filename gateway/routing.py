@@ -1,8 +1,8 @@
 """Routing: which service each public path goes to, and which paths never go anywhere.
 
 The one place the gateway reads its route table: :class:`Routes` is made from the
-``(prefix, service)`` pairs :func:`gateway.app.create_app` is given (by default the
-topology's ``[routes]``).
+``(prefix, service)`` pairs :func:`gateway.app.create_app` is given (the shop's derived
+from the contexts' declarations by ``composition.routes``, or ``GATEWAY_ROUTES``).
 """
 
 from __future__ import annotations

@@ -52,14 +52,18 @@ def _defines(source: bytes, name: str) -> bool:
     return False
 
 
-def _check_app(app: str, owner: str, blobs: Mapping[str, bytes], here: ModuleIndex) -> list[str]:
+def _check_app(
+    app: str, owner: str, blobs: Mapping[str, bytes], here: ModuleIndex, runner: str = ""
+) -> list[str]:
+    """``app`` is there and defines its factory; ``runner`` (default: the app's top package)
+    has the ``__main__.py`` the launcher runs it with."""
     module, _, factory = app.partition(":")
     if module not in here.files:
         return [f"{owner}: app {app!r}: no module {module} in this step"]
     problems = []
     if factory and not _defines(blobs.get(here.files[module], b""), factory):
         problems.append(f"{owner}: app {app!r}: {here.files[module]} defines no {factory}")
-    top = module.split(".")[0]
+    top = runner or module.split(".")[0]
     if f"{top}.__main__" not in here.files:
         problems.append(f"{owner}: app {app!r}: no {top}/__main__.py to run it with")
     return problems
@@ -85,7 +89,10 @@ def check_tree(
     for name, spec in topology.services.items():
         problems += _check_app(spec.app, f"{topology_path} [services.{name}]", blobs, here)
     if topology.gateway_port is not None:
-        problems += _check_app(DEFAULT_GATEWAY_APP, f"{topology_path} [gateway]", blobs, here)
+        # The launcher runs the shop's gateway app with python -m gateway serve.
+        problems += _check_app(
+            DEFAULT_GATEWAY_APP, f"{topology_path} [gateway]", blobs, here, runner="gateway"
+        )
     return problems
 
 

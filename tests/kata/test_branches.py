@@ -409,9 +409,6 @@ port = 8100
 app = "services.catalog.app:create_app"
 contexts = ["catalog"]
 port = 8120
-[routes]
-"/auth" = "monolith"
-"/products" = "catalog"
 """,
         "monolith/__init__.py": b"",
         "monolith/__main__.py": b"",
