@@ -428,7 +428,8 @@ port = 8120
         " defines no create_app",
         f"{topology} [services.catalog]: app 'services.catalog.app:create_app': no"
         " services/__main__.py to run it with",
-        f"{topology} [gateway]: app 'gateway.app:create_app': no module gateway.app in this step",
+        f"{topology} [gateway]: app 'composition.gateway:create_app': no module"
+        " composition.gateway in this step",
     ]
     assert check_tree(step, ["monolith/app.py"], blobs, reference)[-1] == (
         f"topology {step.topology} is missing"
