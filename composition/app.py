@@ -28,6 +28,7 @@ from shop.kernel.db import Database
 from shop.kernel.docs import install_docs
 from shop.kernel.edge import install_edge
 from shop.kernel.errors import install_error_handlers
+from shop.kernel.events import Bus, InProcessBus, Relay, consumer
 from shop.kernel.http import Upstream
 from shop.kernel.ops import router as ops_router
 from shop.kernel.security import TokenVerifier
@@ -78,7 +79,11 @@ class _Upstreams:
         return self._open[context]
 
 
-def _bind(runtime: Runtime, served: tuple[Context, ...], remote: _Upstreams) -> None:
+def _bind(
+    runtime: Runtime, served: tuple[Context, ...], remote: _Upstreams, *, brokered: bool
+) -> None:
+    """Each needed port: in process when its provider is here; else from the context's own
+    read model when a broker feeds it (``brokered``); else over HTTP."""
     names = {context.name for context in served}
     for context in served:
         for port in context.needs:
@@ -90,8 +95,35 @@ def _bind(runtime: Runtime, served: tuple[Context, ...], remote: _Upstreams) -> 
                 )
             if binding.provider in names:
                 runtime.ports[port] = binding.local(runtime.db, runtime.state)
+            elif brokered and port in context.read_models:
+                runtime.ports[port] = context.read_models[port](runtime.db)
             else:
                 runtime.ports[port] = binding.remote(remote(binding.provider))
+
+
+def _bus(settings: DeployableSettings, topology: Topology | None) -> Bus:
+    kind = "in-process" if topology is None else topology.bus
+    if kind == "rabbitmq":
+        raise CompositionError(
+            f"{topology.name if topology else 'this deployment'}: the rabbitmq bus is not"
+            " available in this version of the shop"
+        )
+    return InProcessBus()
+
+
+async def _start_events(runtime: Runtime, served: tuple[Context, ...], bus: Bus) -> None:
+    """Subscribe every consuming context, then start a relay per publishing one."""
+    for context in served:
+        if context.subscriptions:
+            if context.inbox is None:
+                raise CompositionError(f"{context.name} subscribes to events but has no inbox")
+            handlers = {item.type: item.handler for item in context.subscriptions}
+            await bus.subscribe(
+                context.name, sorted(handlers), consumer(runtime.db, context.inbox, handlers)
+            )
+    for context in served:
+        if context.outbox is not None:
+            runtime.tasks.start_soon(Relay(context.name, runtime.db, context.outbox, bus).run)
 
 
 def build(
@@ -152,7 +184,10 @@ def build(
                 audience=identity.audience,
                 max_age_seconds=identity.jwks_max_age_seconds,
             )
-            _bind(runtime, contexts, remote)
+            bus = _bus(settings, topology)
+            stack.push_async_callback(bus.aclose)
+            _bind(runtime, contexts, remote, brokered=not isinstance(bus, InProcessBus))
+            await _start_events(runtime, contexts, bus)
             for context in contexts:
                 if context.run is not None:
                     await context.run(runtime)

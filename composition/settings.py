@@ -58,6 +58,11 @@ class DeployableSettings(RemoteCallSettings, EdgeSettings):
         description="Shared secret proving a request came through the gateway, which then "
         "says the caller's address (X-Shop-Client-Address); unset: not behind a gateway",
     )
+    broker_url: SecretStr = Field(
+        SecretStr("amqp://guest:guest@127.0.0.1:5672/"),
+        validation_alias=_names("BROKER_URL"),
+        description="The RabbitMQ broker, when the topology's bus is rabbitmq",
+    )
     _contexts: SettingsSource = PrivateAttr(default_factory=SettingsSource)
 
     @property

@@ -86,6 +86,7 @@ def render(topology: Topology) -> str:
         "# Written by the launcher for one run; edit topologies/*.toml instead.",
         f"name = {_string(topology.name)}",
         f"description = {_string(topology.description)}",
+        f"bus = {_string(topology.bus)}",
     ]
     if topology.gateway_port is not None:
         lines += ["", "[gateway]", f"port = {topology.gateway_port}"]

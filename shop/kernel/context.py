@@ -12,7 +12,7 @@ table ``<name>_alembic_version``: :mod:`shop.kernel.migrations`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -20,9 +20,11 @@ from typing import Any, TypeVar, cast
 import anyio.abc
 from fastapi import APIRouter
 from pydantic_settings import BaseSettings
+from sqlalchemy import Table
 from starlette.datastructures import State
 
 from shop.kernel.db import Database
+from shop.kernel.events import Subscription
 from shop.kernel.security import JwksSource
 
 P = TypeVar("P")
@@ -96,3 +98,13 @@ class Context:
     """Background work, once every port is bound (started in ``Runtime.tasks``)."""
     call_floor: Callable[[SettingsSource], float] = field(default=lambda _: 0.0)
     """The least read timeout a caller in another process must give its calls (seconds)."""
+    outbox: Table | None = None
+    """Where it records the integration events it publishes (``<name>_outbox``): a relay
+    publishes them on the deployment's bus wherever the context is served."""
+    inbox: Table | None = None
+    """Where it remembers the events it has applied (``<name>_inbox``), once each."""
+    subscriptions: tuple[Subscription, ...] = ()
+    """The events it consumes, each with its handler (applied with the inbox row)."""
+    read_models: Mapping[type[Any], Callable[[Database], Any]] = field(default_factory=dict)
+    """Ports it can answer from its own read model, kept by its subscriptions: bound instead
+    of the HTTP adapter when the provider runs elsewhere and a broker carries the events."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -98,6 +100,17 @@ def begin(request_id: str, traceparent: str | None) -> Token[Correlation | None]
 def end(token: Token[Correlation | None]) -> None:
     """Back to the context before :func:`begin` (an in-process caller's, or none)."""
     _current.reset(token)
+
+
+@contextmanager
+def scope(traceparent: str | None) -> Iterator[None]:
+    """Work that is not a request (an event's handler) under a fresh request id, continuing
+    the trace it came with."""
+    token = begin(new_request_id(), traceparent)
+    try:
+        yield
+    finally:
+        end(token)
 
 
 def current() -> Correlation | None:

@@ -19,6 +19,7 @@ from typing import Any
 DEFAULT_TOPOLOGY = Path("topologies/services.toml")
 MAX_REPLICAS = 9
 HOST = "127.0.0.1"
+BUSES = frozenset({"in-process", "rabbitmq"})
 SERVICE_APP = "services.app:create_app"
 """The app of a service that names none: built from its contexts' declarations."""
 
@@ -53,6 +54,9 @@ class Topology:
     gateway_port: int | None
     services: dict[str, ServiceSpec]
     source: Path | None = None
+    bus: str = "in-process"
+    """How integration events travel: ``in-process`` (to the consumers in the same process)
+    or ``rabbitmq`` (through the broker, between every service)."""
 
     def owner(self, context: str) -> ServiceSpec:
         """The service that serves a bounded context."""
@@ -87,6 +91,8 @@ def _validated(topology: Topology) -> Topology:
     seen_ports: dict[int, str] = {}
     if topology.gateway_port is not None:
         seen_ports[topology.gateway_port] = "gateway"
+    if topology.bus not in BUSES:
+        raise TopologyError(f"{where}: bus must be one of {sorted(BUSES)}, got {topology.bus!r}")
     owners: dict[str, str] = {}
     for spec in topology.services.values():
         if not 1 <= spec.replicas <= MAX_REPLICAS:
@@ -130,6 +136,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Topology:
             gateway_port=int(gateway["port"]) if gateway else None,
             services=services,
             source=source,
+            bus=str(data.get("bus", "in-process")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise TopologyError(f"{source or 'topology'}: {exc!r}") from exc

@@ -1,0 +1,401 @@
+"""Integration events: recorded with the change that made them, published after it commits.
+
+A context that publishes declares its events as :class:`Event` subclasses (pydantic, in its
+own ``events.py``, in its own terms) and records each one in its own ``<context>_outbox``
+table, in the transaction that made the change (:func:`record`): there is no dual write.
+A relay (:class:`Relay`) publishes the committed rows in order on the deployment's bus and
+marks them sent; the bus delivers each to the consuming contexts' handlers, which keep an
+inbox (``<context>_inbox``) so that a redelivered event has no second effect.
+
+Every event travels as an :class:`Envelope`: its id, type (``inventory.StockChanged``),
+schema version, aggregate id, the outbox position of its publisher (``sequence``, which
+grows with every event of one aggregate and lets a read model refuse an older state), when
+it happened, the ``traceparent`` of the request that made it, and the payload.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol
+
+import anyio
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session as SyncSession
+
+from shop.kernel import correlation
+from shop.kernel.db import Database, UtcDateTime, is_sqlite, utcnow
+
+logger = logging.getLogger("shop.events")
+
+RELAY_BATCH = 100
+"""Outbox rows one relay pass publishes at most."""
+
+
+class Event(BaseModel):
+    """A fact a context publishes, in its own terms; subclasses set ``TYPE`` and ``VERSION``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    TYPE: ClassVar[str]
+    """``<context>.<Name>``: the routing key of the event on the bus."""
+    VERSION: ClassVar[int] = 1
+
+
+class Consumed(BaseModel):
+    """The shape a consumer reads from an event, in the consumer's terms (extra keys ignored:
+    a publisher may add fields without breaking its consumers)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    id: uuid.UUID
+    type: str
+    version: int
+    source: str
+    """The publishing context."""
+    aggregate_id: str
+    sequence: int
+    """The row's position in the publisher's outbox: larger is newer, for one aggregate."""
+    occurred_at: datetime
+    payload: Mapping[str, Any]
+    traceparent: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "type": self.type,
+            "version": self.version,
+            "source": self.source,
+            "aggregate_id": self.aggregate_id,
+            "sequence": self.sequence,
+            "occurred_at": self.occurred_at.isoformat(),
+            "payload": dict(self.payload),
+            "traceparent": self.traceparent,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Envelope:
+        return cls(
+            id=uuid.UUID(str(data["id"])),
+            type=str(data["type"]),
+            version=int(data["version"]),
+            source=str(data["source"]),
+            aggregate_id=str(data["aggregate_id"]),
+            sequence=int(data["sequence"]),
+            occurred_at=datetime.fromisoformat(str(data["occurred_at"])),
+            payload=dict(data["payload"]),
+            traceparent=data.get("traceparent"),
+        )
+
+
+# --- tables ----------------------------------------------------------------------------
+
+
+def outbox_table(metadata: MetaData, context: str) -> Table:
+    """``<context>_outbox`` in the context's own metadata (and migration stream)."""
+    return Table(
+        f"{context}_outbox",
+        metadata,
+        Column("position", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+        Column("event_id", Uuid, nullable=False, unique=True),
+        Column("type", String(100), nullable=False),
+        Column("version", Integer, nullable=False),
+        Column("aggregate_id", String(100), nullable=False),
+        Column("occurred_at", UtcDateTime, nullable=False),
+        Column("payload", JSON, nullable=False),
+        Column("traceparent", String(55), nullable=True),
+        Column("published_at", UtcDateTime, nullable=True, index=True),
+    )
+
+
+def inbox_table(metadata: MetaData, context: str) -> Table:
+    """``<context>_inbox``: the events the context has applied, by id (once each)."""
+    return Table(
+        f"{context}_inbox",
+        metadata,
+        Column("event_id", Uuid, primary_key=True),
+        Column("type", String(100), nullable=False),
+        Column("received_at", UtcDateTime, nullable=False),
+    )
+
+
+# --- recording ---------------------------------------------------------------------------
+
+_PENDING = "shop.events.recorded"
+
+
+async def record(session: AsyncSession, outbox: Table, *events: tuple[str, Event]) -> None:
+    """Append ``(aggregate_id, event)`` pairs to ``outbox`` in the session's transaction.
+
+    They become visible to the relay when (and only if) that transaction commits; the
+    relays of this process are woken then (:func:`on_commit`).
+    """
+    if not events:
+        return
+    now = utcnow()
+    context = correlation.current()
+    trace = context.traceparent if context is not None else None
+    await session.execute(
+        insert(outbox),
+        [
+            {
+                "event_id": uuid.uuid4(),
+                "type": item.TYPE,
+                "version": item.VERSION,
+                "aggregate_id": aggregate_id,
+                "occurred_at": now,
+                "payload": item.model_dump(mode="json"),
+                "traceparent": trace,
+            }
+            for aggregate_id, item in events
+        ],
+    )
+    session.sync_session.info.setdefault(_PENDING, set()).add(outbox.name)
+
+
+_wakers: dict[str, list[Callable[[], None]]] = {}
+
+
+def on_commit(table: str, wake: Callable[[], None]) -> Callable[[], None]:
+    """Call ``wake`` after every commit that recorded into ``table``; returns the undo."""
+    _wakers.setdefault(table, []).append(wake)
+    return lambda: _wakers[table].remove(wake)
+
+
+@event.listens_for(SyncSession, "after_commit")
+def _after_commit(session: SyncSession) -> None:
+    for table in session.info.pop(_PENDING, ()):
+        for wake in _wakers.get(table, ()):
+            wake()
+
+
+@event.listens_for(SyncSession, "after_rollback")
+def _after_rollback(session: SyncSession) -> None:
+    session.info.pop(_PENDING, None)
+
+
+# --- the bus -----------------------------------------------------------------------------
+
+Deliver = Callable[[Envelope], Awaitable[None]]
+
+
+class Bus(Protocol):
+    """How events leave their publisher's process and reach their consumers.
+
+    ``publish`` returns once the bus has taken the envelopes (a broker's confirms); a
+    subscription delivers each envelope of its types to ``deliver`` until the bus closes,
+    again if ``deliver`` raised (up to the bus's delivery limit, then to a dead letter).
+    """
+
+    async def publish(self, source: str, envelopes: Sequence[Envelope]) -> None: ...
+
+    async def subscribe(self, consumer: str, types: Sequence[str], deliver: Deliver) -> None:
+        """Start delivering; returns once the subscription is in place."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class InProcessBus:
+    """The monolith's bus: ``publish`` hands each envelope to the subscribers in this process.
+
+    A handler's failure is retried by the next relay pass (the row stays unpublished) up to
+    ``delivery_limit`` times for one consumer, then logged as dead and skipped by that
+    consumer, so one bad event cannot stop the others.
+    """
+
+    delivery_limit: int = 5
+    _subscribers: dict[str, tuple[frozenset[str], Deliver]] = field(default_factory=dict)
+    _failures: dict[tuple[str, uuid.UUID], int] = field(default_factory=dict)
+    dead: list[tuple[str, Envelope]] = field(default_factory=list)
+
+    async def publish(self, source: str, envelopes: Sequence[Envelope]) -> None:
+        failed: Exception | None = None
+        for envelope in envelopes:
+            for consumer, (types, deliver) in self._subscribers.items():
+                if envelope.type not in types:
+                    continue
+                key = (consumer, envelope.id)
+                if self._failures.get(key, 0) >= self.delivery_limit:
+                    continue
+                try:
+                    await deliver(envelope)
+                    self._failures.pop(key, None)
+                except Exception as exc:
+                    count = self._failures[key] = self._failures.get(key, 0) + 1
+                    if count >= self.delivery_limit:
+                        logger.error(
+                            "%s failed %d times on %s %s; dead-lettered",
+                            consumer,
+                            count,
+                            envelope.type,
+                            envelope.id,
+                            exc_info=exc,
+                        )
+                        self.dead.append((consumer, envelope))
+                    else:
+                        failed = exc
+            if failed is not None:
+                # Later envelopes wait: a consumer sees one aggregate's events in order.
+                raise failed
+
+    async def subscribe(self, consumer: str, types: Sequence[str], deliver: Deliver) -> None:
+        self._subscribers[consumer] = (frozenset(types), deliver)
+
+    async def aclose(self) -> None:
+        self._subscribers.clear()
+
+
+# --- consuming ---------------------------------------------------------------------------
+
+Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A consuming context's handler of one event type, applied once per event id."""
+
+    type: str
+    handler: Handler
+
+
+def consumer(db: Database, inbox: Table, handlers: Mapping[str, Handler]) -> Deliver:
+    """``deliver`` for one consuming context: each envelope applied at most once.
+
+    The inbox row and the handler's writes commit together, so a redelivery after a crash
+    between them is either applied (nothing was) or skipped (both were).
+    """
+
+    async def deliver(envelope: Envelope) -> None:
+        handler = handlers.get(envelope.type)
+        if handler is None:
+            return
+        with correlation.scope(envelope.traceparent):
+            async with db.writer() as session, session.begin():
+                seen = await session.scalar(
+                    select(inbox.c.event_id).where(inbox.c.event_id == envelope.id)
+                )
+                if seen is not None:
+                    return
+                await session.execute(
+                    insert(inbox).values(
+                        event_id=envelope.id, type=envelope.type, received_at=utcnow()
+                    )
+                )
+                await handler(session, envelope)
+
+    return deliver
+
+
+# --- the relay ---------------------------------------------------------------------------
+
+
+@dataclass
+class Relay:
+    """Publishes one context's committed outbox rows, oldest first, and marks them sent.
+
+    Woken by every commit that recorded an event in this process, and every ``interval``
+    seconds anyway (rows other replicas wrote, rows a failed publish left). With several
+    replicas, each pass takes its rows with ``FOR UPDATE SKIP LOCKED`` (PostgreSQL); SQLite
+    has one writer at a time.
+    """
+
+    source: str
+    db: Database
+    outbox: Table
+    bus: Bus
+    interval: float = 1.0
+    retry_after: float = 0.5
+    _wake: anyio.Event = field(default_factory=anyio.Event)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        undo = on_commit(self.outbox.name, self.wake)
+        try:
+            while True:
+                try:
+                    sent = await self.publish_pending()
+                except Exception:
+                    logger.exception("%s relay: publishing failed; retrying", self.source)
+                    await anyio.sleep(self.retry_after)
+                    continue
+                if sent >= RELAY_BATCH:
+                    continue
+                with anyio.move_on_after(self.interval):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+        finally:
+            undo()
+
+    async def publish_pending(self) -> int:
+        """One pass: publish up to a batch of pending rows; how many were sent."""
+        query = (
+            select(self.outbox)
+            .where(self.outbox.c.published_at.is_(None))
+            .order_by(self.outbox.c.position)
+            .limit(RELAY_BATCH)
+        )
+        if is_sqlite(str(self.db.engine.url)):
+            # One writer at a time: read, publish (in-process handlers write), then mark.
+            async with self.db.reader() as session:
+                rows = (await session.execute(query)).mappings().all()
+            if rows:
+                await self.bus.publish(self.source, self._envelopes(rows))
+                async with self.db.writer() as session, session.begin():
+                    await self._mark(session, rows)
+            return len(rows)
+        # Replicas share the outbox: each takes the rows no other relay holds.
+        async with self.db.writer() as session, session.begin():
+            rows = (await session.execute(query.with_for_update(skip_locked=True))).mappings().all()
+            if rows:
+                await self.bus.publish(self.source, self._envelopes(rows))
+                await self._mark(session, rows)
+        return len(rows)
+
+    def _envelopes(self, rows: Sequence[RowMapping]) -> list[Envelope]:
+        return [
+            Envelope(
+                id=row["event_id"],
+                type=row["type"],
+                version=row["version"],
+                source=self.source,
+                aggregate_id=row["aggregate_id"],
+                sequence=row["position"],
+                occurred_at=row["occurred_at"],
+                payload=row["payload"],
+                traceparent=row["traceparent"],
+            )
+            for row in rows
+        ]
+
+    async def _mark(self, session: AsyncSession, rows: Sequence[RowMapping]) -> None:
+        await session.execute(
+            update(self.outbox)
+            .where(self.outbox.c.position.in_([row["position"] for row in rows]))
+            .values(published_at=datetime.now(UTC))
+        )
