@@ -9,7 +9,8 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from shop.cart.models import CartLine
+from shop.cart.models import CartLine, products
+from shop.kernel.events import apply_newer
 
 # Built once: every cart read and write lists the lines.
 _LINES = (
@@ -46,3 +47,33 @@ async def delete_lines(
     if product_ids is not None:
         query = query.where(CartLine.product_id.in_(product_ids))
     await session.execute(query.execution_options(synchronize_session=False))
+
+
+async def put_product(
+    session: AsyncSession, product_id: int, values: dict[str, object], *, sequence: int
+) -> bool:
+    """Store what the catalog said of a product (``values``: some columns of
+    ``cart_products``) unless a newer event's is stored; True if stored."""
+    return await apply_newer(
+        session, products, key={"product_id": product_id}, values=values, sequence=sequence
+    )
+
+
+_PRODUCTS = select(
+    products.c.product_id, products.c.name, products.c.price_amount, products.c.currency
+).where(
+    products.c.product_id.in_(bindparam("product_ids", expanding=True)),
+    products.c.deleted.is_(False),
+    products.c.name.is_not(None),
+)
+
+
+async def list_products(
+    session: AsyncSession, product_ids: Collection[int]
+) -> Sequence[tuple[int, str, int, str]]:
+    """``(product_id, name, price_amount, currency)`` of the products still sold among
+    ``product_ids``, as the read model knows them."""
+    if not product_ids:
+        return []
+    rows = await session.execute(_PRODUCTS, {"product_ids": list(product_ids)})
+    return [(row[0], row[1], row[2], row[3]) for row in rows]
