@@ -96,7 +96,10 @@ def _bind(
             if binding.provider in names:
                 runtime.ports[port] = binding.local(runtime.db, runtime.state)
             elif brokered and port in context.read_models:
-                runtime.ports[port] = context.read_models[port](runtime.db)
+                # What the read model has not seen yet (a product created a moment ago) is
+                # asked of the provider.
+                fallback = binding.remote(remote(binding.provider))
+                runtime.ports[port] = context.read_models[port](runtime.db, fallback)
             else:
                 runtime.ports[port] = binding.remote(remote(binding.provider))
 
@@ -134,12 +137,15 @@ def build(
     database_url: str,
     topology: Topology | None = None,
     transports: Mapping[str, httpx2.AsyncBaseTransport] | None = None,
+    bus: Bus | None = None,
 ) -> FastAPI:
     """An app serving the ``served`` contexts on ``database_url``.
 
     ``topology`` says where the other contexts run (none: every context must be served
     here). ``transports`` (by service name) reaches the other services in process, as
     tests do; the same mapping, not a copy, so a test can fill it as it builds the apps.
+    ``bus`` replaces the topology's (tests share one in-process bus between the services
+    they build, in place of the broker); the caller closes it.
     """
     contexts = pick(served, where=service)
     elsewhere = sorted(set(declared()) - set(served))
@@ -184,10 +190,13 @@ def build(
                 audience=identity.audience,
                 max_age_seconds=identity.jwks_max_age_seconds,
             )
-            bus = _bus(settings, topology)
-            stack.push_async_callback(bus.aclose)
-            _bind(runtime, contexts, remote, brokered=not isinstance(bus, InProcessBus))
-            await _start_events(runtime, contexts, bus)
+            events = bus
+            if events is None:
+                events = _bus(settings, topology)
+                stack.push_async_callback(events.aclose)
+            brokered = topology is not None and topology.bus != "in-process"
+            _bind(runtime, contexts, remote, brokered=brokered)
+            await _start_events(runtime, contexts, events)
             for context in contexts:
                 if context.run is not None:
                     await context.run(runtime)

@@ -27,7 +27,7 @@ def test_steps_by_list_range_and_all() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("7", "STEP must be a number from 0 to 6"),
+        ("8", "STEP must be a number from 0 to 7"),
         ("x", "STEP must be a number"),
         ("-1", "STEP must be a number"),
         ("1,,2", "STEP must be a number"),
