@@ -281,22 +281,26 @@ async def test_publishing_and_consuming_resume_after_the_broker_restarts(
 ) -> None:
     publisher = broker.bus(publish_timeout=5)
     consumer = broker.bus()
+    closing = broker.bus()  # closed while the broker is away
     received = Received()
     await broker.subscribe(consumer, "reader", [TYPE], received)
     before = [envelope(n) for n in range(1, 11)]
     await publisher.publish(SOURCE, before)
-    await received.wait(lambda: len(received.delivered) == 10)
+    await closing.publish(SOURCE, [envelope(0)])
+    await received.wait(lambda: len(received.delivered) == 11)
 
     # Confirmed but not yet handled when the broker goes: one in the handler, nine queued.
     received.gate = anyio.Event()
     held = [envelope(n) for n in range(11, 21)]
     await publisher.publish(SOURCE, held)
-    await received.wait(lambda: len(received.attempts) > 10)
+    await received.wait(lambda: len(received.attempts) > 11)
     try:
         await _rabbitmqctl("stop_app")
         received.gate.set()
         with pytest.raises(Exception):  # noqa: B017, PT011  (whatever the client raises)
             await publisher.publish(SOURCE, [envelope(99)])
+        with anyio.fail_after(5):
+            await closing.aclose()
     finally:
         await _rabbitmqctl("start_app")
         await _rabbitmqctl("await_startup", "--timeout", "60")
@@ -306,4 +310,6 @@ async def test_publishing_and_consuming_resume_after_the_broker_restarts(
 
     expected = {item.id for item in before + held + after}
     await received.wait(lambda: expected <= received.delivered_ids(), within=30)
+    # The one in the handler when the broker went was not acked: the broker delivered it again.
+    assert [item.id for item in received.attempts].count(held[0].id) >= 2
     assert await broker.dead_letters(consumer, "reader") == []
