@@ -23,6 +23,7 @@ from bindings.registry import BINDINGS
 from composition.contexts import CompositionError, declared, pick
 from composition.settings import DeployableSettings
 from shop.identity.settings import IdentitySettings
+from shop.kernel.broker import RabbitBus
 from shop.kernel.context import Context, Runtime
 from shop.kernel.db import Database
 from shop.kernel.docs import install_docs
@@ -105,12 +106,11 @@ def _bind(
 
 
 def _bus(settings: DeployableSettings, topology: Topology | None) -> Bus:
+    """The topology's bus: in process (the monolith's), or the RabbitMQ broker at
+    ``SHOP_BROKER_URL``, connected when the first subscription or publish needs it."""
     kind = "in-process" if topology is None else topology.bus
     if kind == "rabbitmq":
-        raise CompositionError(
-            f"{topology.name if topology else 'this deployment'}: the rabbitmq bus is not"
-            " available in this version of the shop"
-        )
+        return RabbitBus(settings.broker_url.get_secret_value())
     return InProcessBus()
 
 
