@@ -40,6 +40,8 @@ logger = logging.getLogger("composition")
 TITLE = "shopkata"
 SUMMARY = "An online shop: identity, catalog, inventory, cart, orders, payments."
 VERSION = "0.1.0"
+EVENTS_RETRY_SECONDS = 1.0
+"""How often a deployable tries the bus again when it was not reachable at start."""
 KEYS_CONTEXT = "identity"
 """The context that publishes the token keys (JWKS) every deployable verifies with."""
 
@@ -115,18 +117,54 @@ def _bus(settings: DeployableSettings, topology: Topology | None) -> Bus:
 
 
 async def _start_events(runtime: Runtime, served: tuple[Context, ...], bus: Bus) -> None:
-    """Subscribe every consuming context, then start a relay per publishing one."""
+    """Declare every consumer of the shop on the bus, subscribe the served ones, then start
+    a relay per served publisher; all in the background, again until the bus answers (a
+    broker that is not up yet delays the events, it does not stop the app)."""
+    consumers = {
+        context.name: sorted({item.type for item in context.subscriptions})
+        for context in declared().values()
+        if context.subscriptions
+    }
+    subscribing = []
     for context in served:
         if context.subscriptions:
             if context.inbox is None:
                 raise CompositionError(f"{context.name} subscribes to events but has no inbox")
             handlers = {item.type: item.handler for item in context.subscriptions}
-            await bus.subscribe(
-                context.name, sorted(handlers), consumer(runtime.db, context.inbox, handlers)
-            )
-    for context in served:
-        if context.outbox is not None:
-            runtime.tasks.start_soon(Relay(context.name, runtime.db, context.outbox, bus).run)
+            subscribing.append((context.name, consumer(runtime.db, context.inbox, handlers)))
+    relays = [
+        Relay(context.name, runtime.db, context.outbox, bus)
+        for context in served
+        if context.outbox is not None
+    ]
+
+    async def connect() -> None:
+        await bus.declare(consumers)
+        for name, deliver in subscribing:
+            await bus.subscribe(name, consumers[name], deliver)
+
+    try:
+        await connect()
+    except Exception as exc:
+        logger.warning("events: the bus is not reachable yet (%s); retrying", exc)
+
+        async def retry() -> None:
+            while True:
+                await anyio.sleep(EVENTS_RETRY_SECONDS)
+                try:
+                    await connect()
+                except Exception as again:
+                    logger.warning("events: the bus is still not reachable (%s)", again)
+                    continue
+                logger.info("events: connected to the bus")
+                for relay in relays:
+                    runtime.tasks.start_soon(relay.run)
+                return
+
+        runtime.tasks.start_soon(retry)
+        return
+    for relay in relays:
+        runtime.tasks.start_soon(relay.run)
 
 
 def build(

@@ -4,8 +4,10 @@ Each publishing context has a durable topic exchange, ``shop.<context>``; each e
 persistent message routed by its type (``inventory.StockChanged``), its body the
 :class:`~shop.kernel.events.Envelope` as JSON, its id, type and time also in the message's
 properties and the request's ``traceparent`` in a header. ``publish`` returns once the
-broker has confirmed every message: a nack, an unroutable message (no queue bound for its
-type yet) or a lost connection raises, and the relay leaves the rows to publish again.
+broker has confirmed every message: a nack or a lost connection raises, and the relay leaves
+the rows to publish again. Every process declares every consumer's queue before its relays
+start (:meth:`RabbitBus.declare`), so an event published before its consumer's first start
+waits in that consumer's queue; an event no context reads is confirmed and dropped.
 
 Each consuming context has a durable quorum queue, ``shop.<context>``, bound to the
 exchanges of the types it reads. Messages are acked after ``deliver`` returns and returned
@@ -23,13 +25,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
+    AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
@@ -146,7 +149,7 @@ class RabbitBus:
             # keeps that order on each queue; the confirms are awaited together.
             results = await asyncio.gather(
                 *(
-                    exchange.publish(_message(source, envelope), envelope.type, mandatory=True)
+                    exchange.publish(_message(source, envelope), envelope.type, mandatory=False)
                     for envelope in envelopes
                 ),
                 return_exceptions=True,
@@ -157,11 +160,24 @@ class RabbitBus:
 
     # --- consuming ---------------------------------------------------------------------
 
-    async def subscribe(self, consumer: str, types: Sequence[str], deliver: Deliver) -> None:
-        """Declare ``consumer``'s queue, bind it to ``types`` and start consuming."""
+    async def declare(self, consumers: Mapping[str, Sequence[str]]) -> None:
+        """Every consumer's queue, bound to the types it reads, whoever declares them first.
+
+        Each process of the shop declares them all at start (the declarations say who
+        consumes what), so an event published before its consumer's first start waits in
+        that consumer's queue instead of being dropped for want of one.
+        """
         connection = await self._connect()
         channel = await connection.channel()
-        await channel.set_qos(prefetch_count=self.prefetch)
+        try:
+            for consumer, types in consumers.items():
+                await self._queue(channel, consumer, types)
+        finally:
+            await channel.close()
+
+    async def _queue(
+        self, channel: AbstractRobustChannel, consumer: str, types: Sequence[str]
+    ) -> AbstractQueue:
         dead_letters = await channel.declare_exchange(
             self.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
         )
@@ -182,6 +198,14 @@ class RabbitBus:
             source, _, _ = type_.partition(".")
             exchange = await self._exchange(channel, source)
             await queue.bind(exchange, routing_key=type_)
+        return queue
+
+    async def subscribe(self, consumer: str, types: Sequence[str], deliver: Deliver) -> None:
+        """Declare ``consumer``'s queue, bind it to ``types`` and start consuming."""
+        connection = await self._connect()
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self.prefetch)
+        queue = await self._queue(channel, consumer, types)
         await queue.consume(_Consumer(consumer, deliver, self.retry_delay), no_ack=False)
 
     async def aclose(self) -> None:

@@ -21,7 +21,6 @@ import aio_pika
 import anyio
 import pytest
 from aio_pika.abc import AbstractRobustChannel
-from aio_pika.exceptions import PublishError
 
 from shop.kernel.broker import RabbitBus
 from shop.kernel.events import Deliver, Envelope
@@ -178,12 +177,22 @@ async def test_publish_and_consume_round_trip(broker: Broker) -> None:
     await channel.close()
 
 
-async def test_publish_raises_when_no_queue_takes_the_event(broker: Broker) -> None:
-    """An unroutable event is returned: the relay keeps its row and tries again later."""
+async def test_an_event_published_before_its_consumer_starts_waits_in_its_queue(
+    broker: Broker,
+) -> None:
+    """Every process declares every consumer's queue at start, so an event published before
+    its consumer first subscribes is kept; an event nobody reads is confirmed and dropped."""
     bus = broker.bus()
     broker.sources.add(SOURCE)
-    with pytest.raises(PublishError):
-        await bus.publish(SOURCE, [envelope(1, type_=f"{SOURCE}.NobodyReads")])
+    broker.consumers.add("reader")
+    await bus.declare({"reader": [TYPE]})
+    early = envelope(1)
+    await bus.publish(SOURCE, [early, envelope(2, type_=f"{SOURCE}.NobodyReads")])
+
+    received = Received()
+    await broker.subscribe(bus, "reader", [TYPE], received)
+    await received.wait(lambda: len(received.delivered) == 1)
+    assert received.delivered == [early]
 
 
 async def test_a_failed_delivery_is_delivered_again(broker: Broker) -> None:
