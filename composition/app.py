@@ -137,6 +137,8 @@ async def _start_events(runtime: Runtime, served: tuple[Context, ...], bus: Bus)
         for context in served
         if context.outbox is not None
     ]
+    if not subscribing and not relays:
+        return  # nothing served here publishes or consumes: the bus is never touched
 
     async def connect() -> None:
         await bus.declare(consumers)
