@@ -112,14 +112,15 @@ services-restart: $(STAMP) ## Restart one service of up-services and wait until 
 services-down: $(STAMP) ## Stop every process of up-services (like Ctrl-C in its terminal)
 	$(BIN)/python -m launcher down $(LAUNCHER_RUN)
 
-# The kata (docs/kata/): step 0 the monolith alone ... step 6 the services. Every step runs
+# The kata (docs/kata/): step 0 the monolith alone ... step 7 the services, with events
+# between them. Every step runs
 # natively on :8000 on the same data (var/kata/, or shopkata_kata_<service> on PostgreSQL),
 # so the rows a step's context left the monolith with are moved, verified, before it starts.
 STEP ?=
 KATA_DATA_DIR ?= var/kata
 .PHONY: up kata-steps kata-migrate-data kata-branches kata-verify
 
-up: keys ## Run kata step STEP=0..6 on :8000, moving its data first (DATABASE=postgres)
+up: keys ## Run kata step STEP=0..7 on :8000, moving its data first (DATABASE=postgres)
 	$(BIN)/python -m kata up --step "$(STEP)" --port $(PORT) \
 		$(if $(DATABASE),--database "$(DATABASE)") $(if $(REPLICAS),--replicas "$(REPLICAS)")
 
@@ -130,7 +131,7 @@ kata-migrate-data: $(STAMP) ## Move step STEP's contexts' rows to their services
 	$(BIN)/python -m kata migrate-data --step "$(STEP)" $(if $(DATABASE),--database "$(DATABASE)") \
 		$(if $(REVERSE),--reverse) $(if $(REPLACE),--replace)
 
-kata-branches: $(STAMP) ## Create the local branches kata/00-monolith ... kata/06-services from HEAD
+kata-branches: $(STAMP) ## Create the local branches kata/00-monolith ... kata/07-events from HEAD
 	$(BIN)/python -m kata branches $(if $(FORCE),--force)
 
 kata-verify: $(STAMP) ## Check every kata branch: imports resolve, the step's contract suite passes (minutes)
@@ -185,7 +186,7 @@ importlint: $(STAMP) ## import-linter: contexts independent, kernel and contract
 	$(BIN)/lint-imports
 
 # The contract suite runs once per in-process topology: the monolith (kata step 0, the first
-# run's default target) and the services (step 6); `make kata-verify` runs it against
+# run's default target) and the services (step 7); `make kata-verify` runs it against
 # every step on that step's own tree. On PostgreSQL, step 4 stands for the intermediate steps
 # (they differ in bindings, not SQL). A kata branch runs the targets its topologies allow.
 CONTRACT_TARGETS ?= $(if $(wildcard topologies/services.toml),tests.targets:services)

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     kata_options = parser.add_argument_group(
         "kata steps", "the same ladder against the topology of each step of the kata"
     )
-    kata_options.add_argument("--kata", action="store_true", help="every step, 0 to 6")
+    kata_options.add_argument("--kata", action="store_true", help="every step, 0 to 7")
     kata_options.add_argument("--steps", help="some steps: 1,2,4 or 2-5")
     kata_options.add_argument(
         "--only-steps",

@@ -23,6 +23,7 @@ from bindings.registry import BINDINGS
 from composition.contexts import CompositionError, declared, pick
 from composition.settings import DeployableSettings
 from shop.identity.settings import IdentitySettings
+from shop.kernel.broker import RabbitBus
 from shop.kernel.context import Context, Runtime
 from shop.kernel.db import Database
 from shop.kernel.docs import install_docs
@@ -39,6 +40,8 @@ logger = logging.getLogger("composition")
 TITLE = "shopkata"
 SUMMARY = "An online shop: identity, catalog, inventory, cart, orders, payments."
 VERSION = "0.1.0"
+EVENTS_RETRY_SECONDS = 1.0
+"""How often a deployable tries the bus again when it was not reachable at start."""
 KEYS_CONTEXT = "identity"
 """The context that publishes the token keys (JWKS) every deployable verifies with."""
 
@@ -96,34 +99,74 @@ def _bind(
             if binding.provider in names:
                 runtime.ports[port] = binding.local(runtime.db, runtime.state)
             elif brokered and port in context.read_models:
-                runtime.ports[port] = context.read_models[port](runtime.db)
+                # What the read model has not seen yet (a product created a moment ago) is
+                # asked of the provider.
+                fallback = binding.remote(remote(binding.provider))
+                runtime.ports[port] = context.read_models[port](runtime.db, fallback)
             else:
                 runtime.ports[port] = binding.remote(remote(binding.provider))
 
 
 def _bus(settings: DeployableSettings, topology: Topology | None) -> Bus:
+    """The topology's bus: in process (the monolith's), or the RabbitMQ broker at
+    ``SHOP_BROKER_URL``, connected when the first subscription or publish needs it."""
     kind = "in-process" if topology is None else topology.bus
     if kind == "rabbitmq":
-        raise CompositionError(
-            f"{topology.name if topology else 'this deployment'}: the rabbitmq bus is not"
-            " available in this version of the shop"
-        )
+        return RabbitBus(settings.broker_url.get_secret_value())
     return InProcessBus()
 
 
 async def _start_events(runtime: Runtime, served: tuple[Context, ...], bus: Bus) -> None:
-    """Subscribe every consuming context, then start a relay per publishing one."""
+    """Declare every consumer of the shop on the bus, subscribe the served ones, then start
+    a relay per served publisher; all in the background, again until the bus answers (a
+    broker that is not up yet delays the events, it does not stop the app)."""
+    consumers = {
+        context.name: sorted({item.type for item in context.subscriptions})
+        for context in declared().values()
+        if context.subscriptions
+    }
+    subscribing = []
     for context in served:
         if context.subscriptions:
             if context.inbox is None:
                 raise CompositionError(f"{context.name} subscribes to events but has no inbox")
             handlers = {item.type: item.handler for item in context.subscriptions}
-            await bus.subscribe(
-                context.name, sorted(handlers), consumer(runtime.db, context.inbox, handlers)
-            )
-    for context in served:
-        if context.outbox is not None:
-            runtime.tasks.start_soon(Relay(context.name, runtime.db, context.outbox, bus).run)
+            subscribing.append((context.name, consumer(runtime.db, context.inbox, handlers)))
+    relays = [
+        Relay(context.name, runtime.db, context.outbox, bus)
+        for context in served
+        if context.outbox is not None
+    ]
+    if not subscribing and not relays:
+        return  # nothing served here publishes or consumes: the bus is never touched
+
+    async def connect() -> None:
+        await bus.declare(consumers)
+        for name, deliver in subscribing:
+            await bus.subscribe(name, consumers[name], deliver)
+
+    try:
+        await connect()
+    except Exception as exc:
+        logger.warning("events: the bus is not reachable yet (%s); retrying", exc)
+
+        async def retry() -> None:
+            while True:
+                await anyio.sleep(EVENTS_RETRY_SECONDS)
+                try:
+                    await connect()
+                except Exception as again:
+                    logger.warning("events: the bus is still not reachable (%s)", again)
+                    continue
+                logger.info("events: connected to the bus")
+                for relay in relays:
+                    runtime.tasks.start_soon(relay.run)
+                return
+
+        runtime.tasks.start_soon(retry)
+        return
+    for relay in relays:
+        runtime.tasks.start_soon(relay.run)
 
 
 def build(
@@ -134,12 +177,15 @@ def build(
     database_url: str,
     topology: Topology | None = None,
     transports: Mapping[str, httpx2.AsyncBaseTransport] | None = None,
+    bus: Bus | None = None,
 ) -> FastAPI:
     """An app serving the ``served`` contexts on ``database_url``.
 
     ``topology`` says where the other contexts run (none: every context must be served
     here). ``transports`` (by service name) reaches the other services in process, as
     tests do; the same mapping, not a copy, so a test can fill it as it builds the apps.
+    ``bus`` replaces the topology's (tests share one in-process bus between the services
+    they build, in place of the broker); the caller closes it.
     """
     contexts = pick(served, where=service)
     elsewhere = sorted(set(declared()) - set(served))
@@ -184,10 +230,13 @@ def build(
                 audience=identity.audience,
                 max_age_seconds=identity.jwks_max_age_seconds,
             )
-            bus = _bus(settings, topology)
-            stack.push_async_callback(bus.aclose)
-            _bind(runtime, contexts, remote, brokered=not isinstance(bus, InProcessBus))
-            await _start_events(runtime, contexts, bus)
+            events = bus
+            if events is None:
+                events = _bus(settings, topology)
+                stack.push_async_callback(events.aclose)
+            brokered = topology is not None and topology.bus != "in-process"
+            _bind(runtime, contexts, remote, brokered=brokered)
+            await _start_events(runtime, contexts, events)
             for context in contexts:
                 if context.run is not None:
                     await context.run(runtime)

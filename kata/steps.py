@@ -67,15 +67,21 @@ STEPS: tuple[Step, ...] = (
         6,
         "services",
         "Extract orders and cart: the saga, and the monolith retired",
-        Path("topologies/services.toml"),
+        Path("topologies/kata-06-services.toml"),
         ("orders", "cart"),
+    ),
+    Step(
+        7,
+        "events",
+        "From calls to events: read models fed through the broker",
+        Path("topologies/services.toml"),
     ),
 )
 LAST = STEPS[-1].number
 
 
 def step(number: int | str) -> Step:
-    """The step numbered ``number`` (0..6); a clear error otherwise."""
+    """The step numbered ``number`` (0..LAST); a clear error otherwise."""
     try:
         index = int(number)
     except (TypeError, ValueError):

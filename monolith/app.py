@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from composition.app import build, served_by
 from composition.contexts import declared
 from monolith.settings import MonolithSettings
+from shop.kernel.events import Bus
 from shop.kernel.topology import load
 
 
@@ -32,6 +33,7 @@ def create_app(
     settings: MonolithSettings | None = None,
     *,
     transports: Mapping[str, httpx2.AsyncBaseTransport] | None = None,
+    bus: Bus | None = None,
 ) -> FastAPI:
     """The shop's contexts on one database (settings from the environment by default).
 
@@ -45,4 +47,5 @@ def create_app(
         database_url=settings.database_url,
         topology=load(settings.topology) if settings.topology is not None else None,
         transports=transports,
+        bus=bus,
     )

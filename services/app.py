@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from composition.app import CompositionError, build, served_by
 from services.settings import ServiceSettings
+from shop.kernel.events import Bus
 from shop.kernel.topology import load
 
 
@@ -22,6 +23,7 @@ def create_app(
     settings: ServiceSettings | None = None,
     *,
     transports: Mapping[str, httpx2.AsyncBaseTransport] | None = None,
+    bus: Bus | None = None,
 ) -> FastAPI:
     """The service named ``SHOP_SERVICE`` (``settings.service_name``) of the topology."""
     settings = settings or ServiceSettings()
@@ -39,4 +41,5 @@ def create_app(
         database_url=settings.database_for(name),
         topology=topology,
         transports=transports,
+        bus=bus,
     )

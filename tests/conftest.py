@@ -48,17 +48,37 @@ def redis_url() -> str | None:
     return os.environ.get("TEST_REDIS_URL", "").strip() or None
 
 
+LOCAL_BROKER = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def rabbitmq_url(config: pytest.Config) -> str | None:
+    """The RabbitMQ broker the ``rabbitmq`` tests use: ``TEST_RABBITMQ_URL``, or the local
+    broker when the run asks for them by name (``pytest -m rabbitmq``); else none."""
+    url = os.environ.get("TEST_RABBITMQ_URL", "").strip()
+    if url:
+        return url
+    expression = str(config.getoption("markexpr", "") or "")
+    return LOCAL_BROKER if expression.strip() == "rabbitmq" else None
+
+
+def _leave_out(config: pytest.Config, items: list[pytest.Item], marker: str) -> None:
+    deselected = [item for item in items if item.get_closest_marker(marker)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker(marker)]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """One xdist group per test file (``--dist loadgroup`` keeps a file on one worker, so its
     module fixtures are built once), except the live-process files: one group together.
-    Database-independent files are marked ``once``. Tests marked ``redis`` are left out
-    (deselected, not skipped) unless ``TEST_REDIS_URL`` names a server: ``make test`` needs
-    no server at all, CI runs them on its own (``TEST_REDIS_URL=... pytest -m redis``)."""
+    Database-independent files are marked ``once``. Tests marked ``redis`` or ``rabbitmq``
+    are left out (deselected, not skipped) unless ``TEST_REDIS_URL`` names a server, or
+    ``TEST_RABBITMQ_URL`` a broker (or the run says ``-m rabbitmq``): ``make test`` needs no
+    server at all, CI runs them on their own (``TEST_REDIS_URL=... pytest -m redis``)."""
     if redis_url() is None:
-        deselected = [item for item in items if item.get_closest_marker("redis")]
-        if deselected:
-            config.hook.pytest_deselected(items=deselected)
-            items[:] = [item for item in items if not item.get_closest_marker("redis")]
+        _leave_out(config, items, "redis")
+    if rabbitmq_url(config) is None:
+        _leave_out(config, items, "rabbitmq")
     root = Path(__file__).resolve().parent.parent
     for item in items:
         path = item.path.resolve().relative_to(root).as_posix()

@@ -28,6 +28,7 @@ from pydantic import SecretStr
 from kata.steps import step
 from shop.identity.settings import IdentitySettings
 from shop.identity.tokens import generate_private_key_pem
+from shop.kernel.events import InProcessBus
 from shop.kernel.topology import Topology, load
 from shop.orders.settings import OrdersSettings
 from shop.payments.settings import PaymentsSettings
@@ -36,6 +37,13 @@ from tests import support
 INTERNAL_TOKEN = "in-process-internal-token"
 EDGE_TOKEN = "in-process-edge-token"
 MONOLITH_APP = "monolith.app:create_app"
+
+
+class SharedBus(InProcessBus):
+    """One in-process bus for every service built in this process: none of them closes it."""
+
+    async def aclose(self) -> None:
+        return None
 
 
 def _target(transport: httpx2.AsyncBaseTransport, base_url: str, key: str) -> dict[str, Any]:
@@ -108,11 +116,14 @@ async def service_apps(
     """
     transports: dict[str, httpx2.ASGITransport] = {}
     apps: dict[str, FastAPI] = {}
+    # A topology whose events go through the broker gets one in-process bus shared by all
+    # its services instead: the same relays, subscriptions and read models, no server.
+    bus = SharedBus() if topology.bus != "in-process" else None
     for name, spec in topology.services.items():
         url = await stack.enter_async_context(support.scratch_database(tmp))
         await support.migrate(url, None if spec.app == MONOLITH_APP else list(spec.contexts))
         settings = _settings(topology, name, url, key, identity)
-        apps[name] = _factory(spec.app)(settings, transports=transports)
+        apps[name] = _factory(spec.app)(settings, transports=transports, bus=bus)
         transports[name] = httpx2.ASGITransport(app=apps[name])
     for app in apps.values():
         await stack.enter_async_context(app.router.lifespan_context(app))
@@ -182,3 +193,4 @@ step_3 = functools.partial(kata_step, 3)
 step_4 = functools.partial(kata_step, 4)
 step_5 = functools.partial(kata_step, 5)
 step_6 = functools.partial(kata_step, 6)
+step_7 = functools.partial(kata_step, 7)

@@ -105,6 +105,7 @@ class Context:
     """Where it remembers the events it has applied (``<name>_inbox``), once each."""
     subscriptions: tuple[Subscription, ...] = ()
     """The events it consumes, each with its handler (applied with the inbox row)."""
-    read_models: Mapping[type[Any], Callable[[Database], Any]] = field(default_factory=dict)
+    read_models: Mapping[type[Any], Callable[[Database, Any], Any]] = field(default_factory=dict)
     """Ports it can answer from its own read model, kept by its subscriptions: bound instead
-    of the HTTP adapter when the provider runs elsewhere and a broker carries the events."""
+    of the HTTP adapter when the provider runs elsewhere and a broker carries the events.
+    The factory gets the database and that HTTP adapter, for what the model has not seen."""

@@ -212,6 +212,11 @@ class Bus(Protocol):
 
     async def publish(self, source: str, envelopes: Sequence[Envelope]) -> None: ...
 
+    async def declare(self, consumers: Mapping[str, Sequence[str]]) -> None:
+        """Make every consumer's place on the bus (a broker's queues), by the types it reads,
+        before anything is published: no event waits for its consumer's first start."""
+        ...
+
     async def subscribe(self, consumer: str, types: Sequence[str], deliver: Deliver) -> None:
         """Start delivering; returns once the subscription is in place."""
         ...
@@ -262,6 +267,9 @@ class InProcessBus:
             if failed is not None:
                 # Later envelopes wait: a consumer sees one aggregate's events in order.
                 raise failed
+
+    async def declare(self, consumers: Mapping[str, Sequence[str]]) -> None:
+        """Nothing to make: the consumers are in this process, or nowhere."""
 
     async def subscribe(self, consumer: str, types: Sequence[str], deliver: Deliver) -> None:
         self._subscribers[consumer] = (frozenset(types), deliver)

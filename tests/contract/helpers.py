@@ -11,7 +11,7 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -28,6 +28,11 @@ OTHER_APPROVED_CARD = "5555555555554444"
 DECLINED_CARD = "4000000000000002"
 TIMEOUT_CARD = "4000000000000119"
 CURRENCY = "EUR"
+READ_MODEL_BOUND_SECONDS = 2.0
+"""docs/api.md's promise: a product's ``available`` follows a stock change, and a cart's
+names and prices follow a product change, within this many seconds under normal operation
+(at once in the monolith; through the broker between services). The suite waits exactly
+that long, polling, where a read model answers."""
 
 
 # --------------------------------------------------------------------------- target
@@ -136,6 +141,32 @@ async def gather(aws: Iterable[Awaitable[T]]) -> list[T]:
 
 
 # --------------------------------------------------------------------------- assertions
+
+
+async def eventually(
+    read: Callable[[], Awaitable[T]],
+    accept: Callable[[T], bool],
+    *,
+    within: float = READ_MODEL_BOUND_SECONDS,
+) -> T:
+    """``read()`` again until ``accept`` takes its value or ``within`` seconds have passed;
+    the last value either way (the caller asserts on it, so a failure shows it)."""
+    deadline = time.monotonic() + within
+    while True:
+        value = await read()
+        if accept(value) or time.monotonic() >= deadline:
+            return value
+        await asyncio.sleep(0.02)
+
+
+async def product_available(client: httpx2.AsyncClient, product_id: int, expected: int) -> int:
+    """The product view's ``available``, once it shows ``expected`` (or the bound passed)."""
+
+    async def read() -> int:
+        value: int = expect(await client.get(f"/products/{product_id}"), 200)["available"]
+        return value
+
+    return await eventually(read, lambda available: available == expected)
 
 
 def _describe(resp: httpx2.Response) -> str:

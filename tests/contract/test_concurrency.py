@@ -12,10 +12,10 @@ from tests.contract.helpers import (
     assert_problem,
     assert_stock,
     checkout,
-    expect,
     gather,
     new_customers,
     payments_of,
+    product_available,
     put_cart_item,
     stocked_product,
 )
@@ -51,9 +51,7 @@ async def test_last_units_are_sold_exactly_once(
 
     sold = winners * each_wants
     await assert_stock(client, admin, product["id"], on_hand=on_hand - sold)
-    assert expect(await client.get(f"/products/{product['id']}"), 200)["available"] == (
-        on_hand - sold
-    )
+    assert await product_available(client, product["id"], on_hand - sold) == on_hand - sold
 
     captured = 0
     for buyer, resp in zip(buyers, responses, strict=True):

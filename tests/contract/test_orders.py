@@ -33,6 +33,7 @@ from tests.contract.helpers import (
     order_ready,
     payments_of,
     place_order,
+    product_available,
     put_cart_item,
     set_stock,
 )
@@ -87,7 +88,7 @@ async def test_checkout_confirms_and_charges(client: httpx2.AsyncClient, admin: 
     assert_money(cart["total"], 0)
     await assert_stock(client, admin, teapot["id"], on_hand=7)
     await assert_stock(client, admin, cup["id"], on_hand=3)
-    assert expect(await client.get(f"/products/{teapot['id']}"), 200)["available"] == 7
+    assert await product_available(client, teapot["id"], 7) == 7
 
     # exactly one captured payment of the total
     payments = await payments_of(client, customer, order["id"])

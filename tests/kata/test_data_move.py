@@ -793,8 +793,8 @@ def test_the_command_moves_a_step_on_the_launchers_databases(
 def test_bad_input_is_a_clear_error(layout: Layout, capsys: pytest.CaptureFixture[str]) -> None:
     explicit = ["--context", "catalog", "--source", "sqlite:///a.db", "--target", "sqlite:///b.db"]
     cases: list[tuple[list[str], int, str]] = [
-        (["--step", "9"], 1, "STEP must be a number from 0 to 6, got '9'"),
-        (["--step", "two"], 1, "STEP must be a number from 0 to 6"),
+        (["--step", "9"], 1, "STEP must be a number from 0 to 7, got '9'"),
+        (["--step", "two"], 1, "STEP must be a number from 0 to 7"),
         ([], 2, "give --step N, or all of --context, --source and --target"),
         (["--context", "catalog", "--source", "sqlite:///x.db"], 2, "give --step N"),
         (["--step", "2", "--context", "catalog"], 2, "cannot be combined"),

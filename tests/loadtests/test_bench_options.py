@@ -21,13 +21,13 @@ def test_steps_by_list_range_and_all() -> None:
     assert [s.number for s in parse_steps("2-5")] == [2, 3, 4, 5]
     assert [s.number for s in parse_steps("0, 5-6, 5")] == [0, 5, 6]
     assert parse_steps("all") == list(STEPS)
-    assert parse_steps("6")[0].topology.name == "services.toml"
+    assert parse_steps("7")[0].topology.name == "services.toml"
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("7", "STEP must be a number from 0 to 6"),
+        ("8", "STEP must be a number from 0 to 7"),
         ("x", "STEP must be a number"),
         ("-1", "STEP must be a number"),
         ("1,,2", "STEP must be a number"),

@@ -121,7 +121,9 @@ def faults(tmp_path_factory: pytest.TempPathFactory, signing_key_file: Path) -> 
         ORDERS_RECOVERY_GRACE_SECONDS="1",
         ORDERS_RECOVERY_INTERVAL_SECONDS="0.5",
     )
-    with launched("topologies/services.toml", tmp_path_factory.mktemp("faults"), env) as launcher:
+    with launched(
+        "topologies/kata-06-services.toml", tmp_path_factory.mktemp("faults"), env
+    ) as launcher:
         yield launcher
 
 

@@ -50,7 +50,9 @@ def shop(tmp_path_factory: pytest.TempPathFactory, signing_key_file: Path) -> It
         ORDERS_RECOVERY_GRACE_SECONDS="3",
         ORDERS_RECOVERY_INTERVAL_SECONDS="1",
     )
-    with launched("topologies/services.toml", tmp_path_factory.mktemp("outages"), env) as shop:
+    with launched(
+        "topologies/kata-06-services.toml", tmp_path_factory.mktemp("outages"), env
+    ) as shop:
         yield shop
 
 

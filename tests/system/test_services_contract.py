@@ -29,7 +29,10 @@ def services(
     require_services()
     tmp = tmp_path_factory.mktemp("services")
     with launched(
-        "topologies/services.toml", tmp, launcher_env(signing_key_file), replicas="catalog=2"
+        "topologies/kata-06-services.toml",
+        tmp,
+        launcher_env(signing_key_file),
+        replicas="catalog=2",
     ) as launcher:
         yield launcher
 
