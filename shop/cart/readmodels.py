@@ -4,8 +4,9 @@
 The cart declares here the part of the catalog's events it reads, in its own terms (a
 consumer never imports the publisher). The model (``cart_products``) answers the
 :class:`~shop.cart.ports.ProductCatalog` port where the catalog runs elsewhere and a broker
-carries its events: showing a cart then asks no other service. It is a cache: checkout
-still takes its prices from the catalog, which decides.
+carries its events: showing a cart then asks no other service (but for a product the
+model has not seen yet). It is a cache: checkout still takes its prices from the catalog,
+which decides.
 """
 
 from __future__ import annotations
@@ -70,22 +71,30 @@ SUBSCRIPTIONS = (
 
 
 class ProductsReadModel(ProductCatalog):
-    """:class:`ProductCatalog` from ``cart_products``: as the catalog answers, products it
-    never announced and products it withdrew are left out."""
+    """:class:`ProductCatalog` from ``cart_products``: a withdrawn product is left out, as
+    the catalog answers; a product the catalog has announced nothing about yet (one created
+    a moment ago) is asked of ``fallback`` (the catalog itself)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, fallback: ProductCatalog) -> None:
         self._db = db
+        self._fallback = fallback
 
     async def entries(self, product_ids: Collection[int]) -> dict[int, CatalogEntry]:
-        if not product_ids:
+        wanted = set(product_ids)
+        if not wanted:
             return {}
         async with self._db.read() as session:
-            rows = await repository.list_products(session, set(product_ids))
-        return {
-            product_id: CatalogEntry(
-                product_id=product_id,
-                name=name,
-                price=Money(amount=amount, currency=currency),
+            rows = await repository.list_products(session, wanted)
+        found = {
+            row.product_id: CatalogEntry(
+                product_id=row.product_id,
+                name=row.name,
+                price=Money(amount=row.price_amount, currency=row.currency),
             )
-            for product_id, name, amount, currency in rows
+            for row in rows
+            if not row.deleted
         }
+        unseen = wanted - {row.product_id for row in rows}
+        if unseen:
+            found |= await self._fallback.entries(unseen)
+        return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
@@ -59,21 +60,39 @@ async def put_product(
     )
 
 
+@dataclass(frozen=True)
+class KnownProduct:
+    """What the read model holds of a product: a name and price unless it was deleted (or
+    its deletion is all that arrived)."""
+
+    product_id: int
+    deleted: bool
+    name: str
+    price_amount: int
+    currency: str
+
+
 _PRODUCTS = select(
-    products.c.product_id, products.c.name, products.c.price_amount, products.c.currency
-).where(
-    products.c.product_id.in_(bindparam("product_ids", expanding=True)),
-    products.c.deleted.is_(False),
-    products.c.name.is_not(None),
-)
+    products.c.product_id,
+    products.c.deleted,
+    products.c.name,
+    products.c.price_amount,
+    products.c.currency,
+).where(products.c.product_id.in_(bindparam("product_ids", expanding=True)))
 
 
-async def list_products(
-    session: AsyncSession, product_ids: Collection[int]
-) -> Sequence[tuple[int, str, int, str]]:
-    """``(product_id, name, price_amount, currency)`` of the products still sold among
-    ``product_ids``, as the read model knows them."""
+async def list_products(session: AsyncSession, product_ids: Collection[int]) -> list[KnownProduct]:
+    """The read model's rows among ``product_ids``, deleted products included."""
     if not product_ids:
         return []
     rows = await session.execute(_PRODUCTS, {"product_ids": list(product_ids)})
-    return [(row[0], row[1], row[2], row[3]) for row in rows]
+    return [
+        KnownProduct(
+            product_id=row[0],
+            deleted=bool(row[1]) or row[2] is None,
+            name=row[2] or "",
+            price_amount=row[3] or 0,
+            currency=row[4] or "",
+        )
+        for row in rows
+    ]

@@ -3,8 +3,8 @@
 Catalog declares here the part of inventory's event it reads, in its own terms (a consumer
 never imports the publisher). The model (``catalog_stock_levels``) answers the
 :class:`~shop.catalog.ports.StockLevels` port where inventory runs elsewhere and a broker
-carries its events: a product page then asks no other service. It is a cache: checkout
-still reserves through inventory, which decides.
+carries its events: a product page then asks no other service (but for a product the model
+has not seen yet). It is a cache: checkout still reserves through inventory, which decides.
 """
 
 from __future__ import annotations
@@ -47,11 +47,13 @@ SUBSCRIPTIONS = (Subscription(STOCK_CHANGED, apply_stock_changed),)
 
 
 class StockLevelsReadModel(StockLevels):
-    """:class:`StockLevels` from ``catalog_stock_levels``: a product inventory has published
-    nothing about has 0 available, as inventory answers for a product without stock."""
+    """:class:`StockLevels` from ``catalog_stock_levels``; the products inventory has
+    published nothing about yet are asked of ``fallback`` (inventory itself), which answers
+    0 for a product without stock."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, fallback: StockLevels) -> None:
         self._db = db
+        self._fallback = fallback
 
     async def available(self, product_ids: Collection[int]) -> dict[int, int]:
         wanted = set(product_ids)
@@ -59,4 +61,7 @@ class StockLevelsReadModel(StockLevels):
             return {}
         async with self._db.read() as session:
             found = await repository.stock_available(session, wanted)
+        unseen = wanted - found.keys()
+        if unseen:
+            found |= await self._fallback.available(unseen)
         return {product_id: found.get(product_id, 0) for product_id in wanted}

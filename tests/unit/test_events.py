@@ -10,7 +10,7 @@ tests/integration/test_events_monolith.py.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from shop.kernel.db import Database
 from shop.kernel.events import (
     Consumed,
+    Deliver,
     Envelope,
     Event,
     Handler,
@@ -90,7 +91,10 @@ class RecordingBus:
         with anyio.fail_after(5):
             await self.arrived.wait()
 
-    async def subscribe(self, consumer: str, types: Sequence[str], deliver: object) -> None:
+    async def declare(self, consumers: Mapping[str, Sequence[str]]) -> None:
+        raise NotImplementedError
+
+    async def subscribe(self, consumer: str, types: Sequence[str], deliver: Deliver) -> None:
         raise NotImplementedError
 
     async def aclose(self) -> None:
