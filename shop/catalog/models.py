@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Column, ForeignKey, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shop.kernel.db import UtcDateTime, make_metadata, utcnow
+from shop.kernel.events import inbox_table, outbox_table
 from shop.kernel.types import Money
 
 
@@ -41,3 +42,23 @@ class Product(Base):
     @property
     def price(self) -> Money:
         return Money(amount=self.price_amount, currency=self.currency)
+
+
+outbox = outbox_table(Base.metadata, "catalog")
+"""The events catalog publishes (:mod:`shop.catalog.events`), recorded with each change."""
+
+inbox = inbox_table(Base.metadata, "catalog")
+"""The events catalog has applied to its read models, once each."""
+
+stock_levels = Table(
+    "catalog_stock_levels",
+    Base.metadata,
+    Column("product_id", Integer, primary_key=True, autoincrement=False),
+    Column("on_hand", Integer, nullable=False),
+    Column("reserved", Integer, nullable=False),
+    Column("available", Integer, nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+)
+"""Inventory's stock numbers per product, as its last ``inventory.StockChanged`` said (a read
+model: :mod:`shop.catalog.readmodels`); ``sequence`` is that event's, so an older one
+never overwrites it."""

@@ -11,8 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from shop.catalog.models import Category, Product
+from shop.catalog.models import Category, Product, stock_levels
 from shop.catalog.schemas import ProductSort
+from shop.kernel.events import apply_newer
 
 _ORDER = {
     ProductSort.ID: (Product.id,),
@@ -149,3 +150,35 @@ async def list_products(
     if where.max_price is not None:
         params["max_price"] = where.max_price
     return (await session.scalars(query, params)).all()
+
+
+async def put_stock_level(
+    session: AsyncSession,
+    product_id: int,
+    *,
+    on_hand: int,
+    reserved: int,
+    available: int,
+    sequence: int,
+) -> bool:
+    """Store a product's stock numbers unless a newer event's are stored; True if stored."""
+    return await apply_newer(
+        session,
+        stock_levels,
+        key={"product_id": product_id},
+        values={"on_hand": on_hand, "reserved": reserved, "available": available},
+        sequence=sequence,
+    )
+
+
+_STOCK_AVAILABLE = select(stock_levels.c.product_id, stock_levels.c.available).where(
+    stock_levels.c.product_id.in_(bindparam("product_ids", expanding=True))
+)
+
+
+async def stock_available(session: AsyncSession, product_ids: Collection[int]) -> dict[int, int]:
+    """Units available per product with a stored stock level (the others are left out)."""
+    if not product_ids:
+        return {}
+    rows = await session.execute(_STOCK_AVAILABLE, {"product_ids": list(product_ids)})
+    return {row[0]: row[1] for row in rows}

@@ -1,4 +1,8 @@
-"""Catalog's rules."""
+"""Catalog's rules.
+
+Adding, changing and deleting a product record :mod:`shop.catalog.events` in the same
+transaction, read back from the row as it stands after the change.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,14 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop.catalog import repository
+from shop.catalog.events import ProductChanged, ProductDeleted
 from shop.catalog.exceptions import (
     CategoryExists,
     CategoryNotFound,
     ProductNotFound,
     SkuExists,
 )
-from shop.catalog.models import Category, Product
+from shop.catalog.models import Category, Product, outbox
 from shop.catalog.ports import StockLevels
 from shop.catalog.repository import ProductFilter
 from shop.catalog.schemas import (
@@ -26,6 +31,7 @@ from shop.catalog.schemas import (
     ProductUpdate,
 )
 from shop.kernel.db import Database
+from shop.kernel.events import Event, record
 
 
 async def list_categories(session: AsyncSession) -> Sequence[Category]:
@@ -81,6 +87,21 @@ async def list_catalog_entries(
     return [CatalogEntry(product_id=p.id, name=p.name, price=p.price) for p in products]
 
 
+def _product_event(product: Product) -> tuple[str, Event]:
+    """What became of ``product``: its current state, or its deletion (a concurrent delete
+    may have archived it under a change)."""
+    if not product.is_active:
+        return str(product.id), ProductDeleted(product_id=product.id)
+    return str(product.id), ProductChanged(
+        product_id=product.id,
+        sku=product.sku,
+        name=product.name,
+        category_id=product.category_id,
+        price_amount=product.price_amount,
+        currency=product.currency,
+    )
+
+
 async def _check_category(session: AsyncSession, category_id: int) -> None:
     if await repository.get_category(session, category_id) is None:
         raise CategoryNotFound(f"There is no category {category_id}.")
@@ -99,6 +120,7 @@ async def create_product(session: AsyncSession, *, data: ProductCreate) -> Produ
     if not await repository.add(session, product):
         raise SkuExists(f"A product with SKU {data.sku!r} already exists.")
     await session.refresh(product)
+    await record(session, outbox, _product_event(product))
     return product
 
 
@@ -111,8 +133,13 @@ async def update_product(session: AsyncSession, *, product_id: int, data: Produc
         product.price_amount = data.price.amount
     for field, value in changes.items():
         setattr(product, field, value)
+    # An update that changes nothing writes (and locks) nothing: it records nothing either,
+    # or its event could carry a state older than a concurrent change's.
+    changed = session.is_modified(product)
     await session.flush()
     await session.refresh(product)
+    if changed:
+        await record(session, outbox, _product_event(product))
     return product
 
 
@@ -124,3 +151,4 @@ async def delete_product(session: AsyncSession, *, product_id: int) -> None:
     product = await get_product(session, product_id=product_id)
     product.is_active = False
     await session.flush()
+    await record(session, outbox, _product_event(product))

@@ -1,7 +1,9 @@
-"""Inventory: stock per product, and the reservations a checkout holds."""
+"""Inventory: stock per product, and the reservations a checkout holds; publishes each
+product's stock numbers as they change (``inventory.StockChanged``)."""
 
 from __future__ import annotations
 
+from shop.inventory.models import outbox
 from shop.inventory.ports import ProductDirectory
 from shop.inventory.router import internal_router, router
 from shop.kernel.context import Context
@@ -12,4 +14,5 @@ CONTEXT = Context(
     internal_router=internal_router,
     prefixes=("/inventory",),
     needs=(ProductDirectory,),
+    outbox=outbox,
 )

@@ -10,6 +10,7 @@ from sqlalchemy import CheckConstraint, Integer, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shop.kernel.db import UtcDateTime, make_metadata, utcnow
+from shop.kernel.events import outbox_table
 
 
 class Base(DeclarativeBase):
@@ -55,3 +56,7 @@ class ReservationLine(Base):
     status: Mapped[str] = mapped_column(String(16), default=ReservationStatus.RESERVED.value)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+
+outbox = outbox_table(Base.metadata, "inventory")
+"""The events inventory publishes (:mod:`shop.inventory.events`), recorded with each change."""

@@ -30,6 +30,21 @@ async def available(session: AsyncSession, product_ids: Collection[int]) -> dict
     return {row[0]: row[1] for row in rows}
 
 
+async def get_levels(
+    session: AsyncSession, product_ids: Collection[int]
+) -> Sequence[tuple[int, int, int]]:
+    """``(product_id, on_hand, reserved)`` of the products' stock rows, as this transaction
+    sees them (its own changes included), by product id."""
+    if not product_ids:
+        return []
+    rows = await session.execute(
+        select(StockItem.product_id, StockItem.on_hand, StockItem.reserved)
+        .where(StockItem.product_id.in_(list(product_ids)))
+        .order_by(StockItem.product_id)
+    )
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
 async def set_on_hand(session: AsyncSession, product_id: int, on_hand: int) -> bool:
     """Set the units on hand unless that would drop below the reserved units."""
     result = await session.execute(

@@ -1,7 +1,9 @@
 """Inventory's rules: stock levels and the reserve -> commit | release life of a checkout.
 
 Every transition is idempotent (keyed by the reservation id, the order's id) so that a
-retried saga step is applied once. Each function runs inside the caller's transaction
+retried saga step is applied once. Every change of a product's stock numbers records a
+:class:`~shop.inventory.events.StockChanged` in the same transaction (only a transition
+that moves stock does: a replay records nothing). Each function runs inside the caller's transaction
 (a failed reservation raises, and the caller's rollback undoes its partial holds), except
 :func:`update_item`, which asks the catalog first and then commits a transaction of its own.
 """
@@ -15,6 +17,7 @@ from collections.abc import Collection, Iterable
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop.inventory import repository
+from shop.inventory.events import StockChanged
 from shop.inventory.exceptions import (
     InventoryItemNotFound,
     OutOfStock,
@@ -22,10 +25,27 @@ from shop.inventory.exceptions import (
     ReservationClosed,
     StockBelowReserved,
 )
-from shop.inventory.models import ReservationStatus, StockItem
+from shop.inventory.models import ReservationStatus, StockItem, outbox
 from shop.inventory.ports import ProductDirectory
 from shop.inventory.schemas import ReservationAction
 from shop.kernel.db import Database
+from shop.kernel.events import record
+
+
+def _changed(product_id: int, on_hand: int, reserved: int) -> tuple[str, StockChanged]:
+    return str(product_id), StockChanged(
+        product_id=product_id, on_hand=on_hand, reserved=reserved, available=on_hand - reserved
+    )
+
+
+async def _record_levels(session: AsyncSession, product_ids: Collection[int]) -> None:
+    """Record the products' stock numbers as they stand now, in the change's transaction.
+
+    Read after the change's own update, which holds the rows' locks until the commit: no
+    other change of these products comes between, so the outbox position orders them.
+    """
+    levels = await repository.get_levels(session, set(product_ids))
+    await record(session, outbox, *(_changed(*level) for level in levels))
 
 
 async def get_item(session: AsyncSession, *, product_id: int) -> StockItem:
@@ -61,7 +81,9 @@ async def update_stock(session: AsyncSession, *, product_id: int, on_hand: int) 
             f"Product {product_id} has more units reserved than {on_hand}; retry when"
             " pending checkouts are done."
         )
-    return await get_item(session, product_id=product_id)
+    item = await get_item(session, product_id=product_id)
+    await record(session, outbox, _changed(product_id, item.on_hand, item.reserved))
+    return item
 
 
 def _merge(lines: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -96,6 +118,7 @@ async def create_reservation(
         names = ", ".join(str(product_id) for product_id in short)
         raise OutOfStock(f"Not enough stock for product(s) {names}.", product_ids=short)
     await repository.add_reservation_lines(session, reservation_id, merged)
+    await _record_levels(session, [product_id for product_id, _ in merged])
     return ReservationStatus.RESERVED
 
 
@@ -128,6 +151,7 @@ async def _transition(
                 on_hand=on_hand * line.quantity,
                 reserved=reserved * line.quantity,
             )
+        await _record_levels(session, [line.product_id for line in lines if line.quantity])
         return new
     return ReservationStatus(lines[0].status)
 

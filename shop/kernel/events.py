@@ -38,6 +38,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session as SyncSession
@@ -316,6 +317,39 @@ def consumer(db: Database, inbox: Table, handlers: Mapping[str, Handler]) -> Del
                 await handler(session, envelope)
 
     return deliver
+
+
+async def apply_newer(
+    session: AsyncSession,
+    table: Table,
+    *,
+    key: Mapping[str, Any],
+    values: Mapping[str, Any],
+    sequence: int,
+) -> bool:
+    """Upsert one aggregate's row of a read model, unless the row holds a newer state.
+
+    ``table`` has a ``sequence`` column and a primary key made of ``key``'s columns. The row
+    is inserted, or updated with ``values`` and ``sequence``, only when ``sequence`` is
+    greater than the one it holds: an older event, delivered late, never moves it backwards.
+    True if the row was written.
+    """
+    row = {**key, **values, "sequence": sequence}
+    changes = {**values, "sequence": sequence}
+    newer = table.c.sequence < sequence
+    statement: postgresql.Insert | sqlite.Insert
+    if session.get_bind().dialect.name == "postgresql":
+        statement = postgresql.insert(table).values(row)
+        statement = statement.on_conflict_do_update(
+            index_elements=list(key), set_=changes, where=newer
+        )
+    else:
+        statement = sqlite.insert(table).values(row)
+        statement = statement.on_conflict_do_update(
+            index_elements=list(key), set_=changes, where=newer
+        )
+    result = await session.execute(statement)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 # --- the relay ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 
 from shop.kernel.context import Context, Runtime
+from shop.orders.models import outbox
 from shop.orders.ports import Cart, CheckoutPorts, Payments, PriceList, Stock
 from shop.orders.router import router
 from shop.orders.service import recovery_loop
@@ -40,4 +41,5 @@ CONTEXT = Context(
     needs=(Cart, PriceList, Stock, Payments),
     start=start,
     run=run,
+    outbox=outbox,
 )

@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from shop.kernel.db import UtcDateTime, make_metadata, utcnow
+from shop.kernel.events import outbox_table
 from shop.kernel.types import Money
 
 
@@ -133,3 +134,7 @@ class OrderLine(Base):
     @property
     def line_total(self) -> Money:
         return Money(amount=self.unit_amount * self.quantity, currency=self.currency)
+
+
+outbox = outbox_table(Base.metadata, "orders")
+"""The events orders publishes (:mod:`shop.orders.events`), recorded with each change."""

@@ -5,7 +5,9 @@ commits on its own, so the same code runs in the monolith (in-process adapters, 
 database) and between services (HTTP adapters, a database each). The order row records
 the saga's progress (``saga_step``): a client's retry goes on with a checkout whose run
 died from its recorded step, and :func:`resume_pending_orders` finishes or compensates
-the checkouts and cancellations that nobody runs any more.
+the checkouts and cancellations that nobody runs any more. Each status an order takes
+(placed pending, confirmed, rejected, cancelled) is recorded as an
+:class:`~shop.orders.events.OrderStatusChanged` in the transaction that sets it.
 
     reserve stock -> charge -> commit reservation -> confirm   (then empty the cart)
       | out of stock      | declined / timed out: release stock
@@ -32,9 +34,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop.kernel.db import Database, utcnow
 from shop.kernel.errors import ServiceUnavailable, ShopError, problem_body
+from shop.kernel.events import record
 from shop.kernel.http import UpstreamTimeout
 from shop.kernel.security import Principal
 from shop.orders import repository
+from shop.orders.events import CANCEL_REQUESTED, OrderStatusChanged
 from shop.orders.exceptions import (
     CartEmpty,
     CheckoutInProgress,
@@ -48,7 +52,7 @@ from shop.orders.exceptions import (
     PaymentDeclined,
     PaymentTimeout,
 )
-from shop.orders.models import Order, OrderLine, OrderStatus, SagaStep
+from shop.orders.models import Order, OrderLine, OrderStatus, SagaStep, outbox
 from shop.orders.ports import CartLine, ChargeStatus, CheckoutPorts
 from shop.orders.schemas import OrderCreate, OrderRead
 from shop.orders.settings import OrdersSettings
@@ -127,6 +131,22 @@ async def _retrying(
         delay = min(delay * 2, RETRY_MAX_DELAY)
         if between is not None:
             await between()
+
+
+async def _status_changed(
+    session: AsyncSession, order: Order, status: OrderStatus, reason: str | None = None
+) -> None:
+    """Record the order's new status in the transaction that sets it."""
+    await record(
+        session,
+        outbox,
+        (
+            str(order.id),
+            OrderStatusChanged(
+                order_id=order.id, user_id=order.user_id, status=status.value, reason=reason
+            ),
+        ),
+    )
 
 
 class LeaseLost(Exception):
@@ -219,6 +239,7 @@ class _Runner:
                 response = StoredResponse(error.status, problem_body(error))
             order.response_status = response.status_code
             order.response_body = response.body
+            await _status_changed(session, order, status, order.failure_reason)
             return response
 
 
@@ -268,6 +289,7 @@ async def create_order(
             raise CheckoutInProgress(
                 "Another checkout of yours is still in progress; retry once it has finished."
             )
+        await _status_changed(session, order, OrderStatus.PENDING)
     return await _answer_within(settings, _drive(runner, ports, settings, order, data.card_number))
 
 
@@ -686,4 +708,5 @@ async def _cancel(runner: _Runner, ports: CheckoutPorts, order: Order) -> None:
     )
     await runner.persist(lambda: ports.stock.restock(order.id))
     async with runner.db.writer() as session, session.begin():
-        await repository.finish_cancellation(session, order.id)
+        if await repository.finish_cancellation(session, order.id):
+            await _status_changed(session, order, OrderStatus.CANCELLED, CANCEL_REQUESTED)

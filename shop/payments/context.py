@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shop.kernel.context import Context, Runtime, SettingsSource
 from shop.payments.dependencies import PaymentsRuntime
+from shop.payments.models import outbox
 from shop.payments.router import internal_router, router
 from shop.payments.settings import PaymentsSettings
 
@@ -24,4 +25,5 @@ CONTEXT = Context(
     prefixes=("/payments",),
     start=start,
     call_floor=call_floor,
+    outbox=outbox,
 )

@@ -10,6 +10,7 @@ from sqlalchemy import BigInteger, String, Uuid
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shop.kernel.db import UtcDateTime, make_metadata, utcnow
+from shop.kernel.events import outbox_table
 from shop.kernel.types import Money
 
 
@@ -49,3 +50,7 @@ class Payment(Base):
     @property
     def money(self) -> Money:
         return Money(amount=self.amount, currency=self.currency)
+
+
+outbox = outbox_table(Base.metadata, "payments")
+"""The events payments publishes (:mod:`shop.payments.events`), recorded with each change."""

@@ -1,21 +1,30 @@
-"""Payments' rules: charge once per idempotency key, refund, list."""
+"""Payments' rules: charge once per idempotency key, refund, list.
+
+A charge captured and a charge refunded are recorded (:mod:`shop.payments.events`) in the
+transaction that records the transition, once each: a replay records nothing.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shop.kernel.db import Database, utcnow
+from shop.kernel.events import record
 from shop.kernel.security import Principal
 from shop.kernel.types import SHOP_CURRENCY
 from shop.payments import repository
+from shop.payments.events import PaymentCaptured, PaymentRefunded
 from shop.payments.exceptions import PaymentInFlight, PaymentNotFound, ProcessorTimeout
-from shop.payments.models import Payment, PaymentStatus
+from shop.payments.models import Payment, PaymentStatus, outbox
 from shop.payments.processor import Authorization, FakeCardProcessor
 from shop.payments.schemas import ChargeCreate
+
+Fact = TypeVar("Fact", PaymentCaptured, PaymentRefunded)
 
 
 async def create_payment(
@@ -71,7 +80,9 @@ async def create_payment(
     async with db.writer() as session, session.begin():
         settled = await repository.settle(session, key, status)
         recorded = await repository.get_by_key(session, key)
-    assert recorded is not None
+        assert recorded is not None
+        if settled and status is PaymentStatus.CAPTURED:
+            await record(session, outbox, (str(recorded.id), _fact(PaymentCaptured, recorded)))
     if not settled and status is PaymentStatus.CAPTURED:
         # A void met the claim while the processor was authorizing: the void stands, so the
         # authorization is reversed (again: the void already asked for it).
@@ -117,11 +128,22 @@ async def refund_payment(
             existing = await repository.get_by_key(session, key)
         assert existing is not None
         status = PaymentStatus(existing.status)
+        if refunded:
+            await record(session, outbox, (str(existing.id), _fact(PaymentRefunded, existing)))
     if refunded:
         await processor.refund(key=key)
     elif voided:
         await processor.reverse(key=key)
     return status
+
+
+def _fact(kind: type[Fact], payment: Payment) -> Fact:
+    return kind(
+        payment_id=payment.id,
+        order_id=payment.order_id,
+        amount=payment.amount,
+        currency=payment.currency,
+    )
 
 
 def _void_marker(key: str, order_id: uuid.UUID, user_id: uuid.UUID) -> Payment:

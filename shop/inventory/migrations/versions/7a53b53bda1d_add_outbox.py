@@ -1,0 +1,44 @@
+"""add outbox
+
+Revision ID: 7a53b53bda1d
+Revises: 06a6f7820f61
+Create Date: 2026-12-05 01:32:22.765705
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "7a53b53bda1d"
+down_revision: str | None = "06a6f7820f61"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "inventory_outbox",
+        sa.Column("position", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("event_id", sa.Uuid(), nullable=False),
+        sa.Column("type", sa.String(length=100), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("aggregate_id", sa.String(length=100), nullable=False),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        sa.Column("traceparent", sa.String(length=55), nullable=True),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("position", name=op.f("pk_inventory_outbox")),
+        sa.UniqueConstraint("event_id", name=op.f("uq_inventory_outbox_event_id")),
+    )
+    with op.batch_alter_table("inventory_outbox", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_inventory_outbox_published_at"), ["published_at"], unique=False
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("inventory_outbox", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_inventory_outbox_published_at"))
+
+    op.drop_table("inventory_outbox")
