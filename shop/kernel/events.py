@@ -128,6 +128,9 @@ def outbox_table(metadata: MetaData, context: str) -> Table:
         Column("payload", JSON, nullable=False),
         Column("traceparent", String(55), nullable=True),
         Column("published_at", UtcDateTime, nullable=True, index=True),
+        # Positions are never reused on SQLite either, even after the outbox is pruned:
+        # a consumer would take a reused one for an older event.
+        sqlite_autoincrement=True,
     )
 
 

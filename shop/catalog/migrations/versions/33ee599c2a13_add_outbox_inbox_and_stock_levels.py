@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("position", name=op.f("pk_catalog_outbox")),
         sa.UniqueConstraint("event_id", name=op.f("uq_catalog_outbox_event_id")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("catalog_outbox", schema=None) as batch_op:
         batch_op.create_index(
