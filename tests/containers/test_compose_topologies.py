@@ -1,19 +1,21 @@
 """Every process the native launcher (or `make up-monolith`) starts has a compose service
 with the same command, port and environment variable names; the only differences are the
-ones a container needs (``python`` of the image, listening on 0.0.0.0, PostgreSQL)."""
+ones a container needs (``python`` of the image, listening on 0.0.0.0, PostgreSQL). A
+topology whose bus is RabbitMQ has its broker in compose, and every service waits for it."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from launcher.core import GATEWAY, Launcher
 from launcher.databases import database_name, postgres_urls
 from shop.kernel.topology import HOST, Topology, load
-from tests.containers.support import ROOT, services
+from tests.containers.support import BROKER, ROOT, SECRETS, services
 
 # topology file -> (its compose twin, the compose service of its gateway)
 TOPOLOGIES = {
@@ -48,6 +50,7 @@ def _without_hosts(topology: Topology) -> Topology:
 def test_compose_topology_is_the_native_one_plus_hosts(path: str) -> None:
     native = load(ROOT / path)
     twin = load(ROOT / TOPOLOGIES[path][0])
+    assert twin.bus == native.bus, f"{TOPOLOGIES[path][0]} carries its events otherwise"
     assert _without_hosts(twin) == replace(native, source=None)
     every = services()
     for name, spec in twin.services.items():
@@ -100,6 +103,52 @@ def test_the_gateway_runs_as_the_launcher_runs_it(path: str, tmp_path: Path) -> 
     twin = load(ROOT / twin_file)
     for spec in twin.services.values():
         assert gateway["depends_on"][spec.host]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("user", [None, "events"], ids=["default-user", "own-user"])
+@pytest.mark.parametrize("path", sorted(TOPOLOGIES))
+def test_a_brokered_topology_waits_for_its_broker(path: str, user: str | None) -> None:
+    """bus = "rabbitmq": every service of the topology gets SHOP_BROKER_URL with the broker's
+    own user and password, and starts once the broker is healthy; the gateway, which serves
+    no context, has neither. An in-process bus: no broker in that profile at all."""
+    twin_file, gateway_name = TOPOLOGIES[path]
+    twin = load(ROOT / twin_file)
+    every = services({"RABBITMQ_USER": user} if user else {})
+    gateway = every[gateway_name]
+    assert "SHOP_BROKER_URL" not in gateway["environment"]
+    assert BROKER not in gateway.get("depends_on", {})
+    hosts = [spec.host or "" for spec in twin.services.values()]
+    assert all(hosts), f"{twin_file}: every service names its compose host"
+    if twin.bus != "rabbitmq":
+        assert twin.bus == "in-process"
+        for host in hosts:
+            assert "SHOP_BROKER_URL" not in every[host]["environment"], host
+            assert BROKER not in every[host].get("depends_on", {}), host
+            assert not set(every[host]["profiles"]) & set(every[BROKER]["profiles"]), host
+        return
+    broker = every[BROKER]
+    credentials = broker["environment"]
+    assert credentials["RABBITMQ_DEFAULT_USER"] == (user or "shopkata")
+    assert credentials["RABBITMQ_DEFAULT_PASS"] == SECRETS["RABBITMQ_PASSWORD"]
+    for host in hosts:
+        app = every[host]
+        assert set(app["profiles"]) <= set(broker["profiles"]), host
+        assert app["depends_on"][BROKER] == {"condition": "service_healthy"}, host
+        url = urlsplit(app["environment"]["SHOP_BROKER_URL"])
+        assert (url.scheme, url.hostname, url.port, url.path) == ("amqp", BROKER, 5672, "/")
+        assert url.username == credentials["RABBITMQ_DEFAULT_USER"], host
+        assert url.password == credentials["RABBITMQ_DEFAULT_PASS"], host
+        # Its migration job shares the service's environment, broker URL included.
+        migrate = every[f"{host}-migrate"]["environment"]
+        assert migrate["SHOP_BROKER_URL"] == app["environment"]["SHOP_BROKER_URL"]
+
+
+def test_the_monolith_has_no_broker() -> None:
+    every = services()
+    for name in ("monolith", "monolith-migrate", "monolith-seed"):
+        assert "SHOP_BROKER_URL" not in every[name]["environment"], name
+        assert BROKER not in every[name].get("depends_on", {}), name
+    assert "monolith" not in every[BROKER]["profiles"]
 
 
 def test_replicas_come_from_the_environment() -> None:
