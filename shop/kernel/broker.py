@@ -258,7 +258,8 @@ class _Consumer:
                 )
                 if self.retry_delay > 0:
                     await asyncio.sleep(self.retry_delay)
-                await _settle(message.nack(requeue=True))
+                # reject, not nack: RabbitMQ 4.3+ counts only a reject towards the delivery limit.
+                await _settle(message.reject(requeue=True))
                 return
             await _settle(message.ack())
 
