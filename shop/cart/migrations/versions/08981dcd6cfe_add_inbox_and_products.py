@@ -21,6 +21,7 @@ def upgrade() -> None:
         "cart_inbox",
         sa.Column("event_id", sa.Uuid(), nullable=False),
         sa.Column("type", sa.String(length=100), nullable=False),
+        sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("event_id", name=op.f("pk_cart_inbox")),
     )
