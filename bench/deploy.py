@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench import procs
 from bench.plans import Plan
+from composition.contexts import declared
 from kata import steps as kata
 from launcher import Launcher, LauncherError, Timeouts, topologies
 from launcher.processes import free_port, stop_process, wait_answering
@@ -59,6 +60,8 @@ class Deployment:
     extra_urls: dict[str, str] = field(default_factory=dict)
     database: Path | None = None
     """The SQLite file it serves from (the monolith's), for the reference app to share."""
+    consumers: dict[str, str] = field(default_factory=dict)
+    """Each event-consuming context's database URL, where its inbox tells the events' lag."""
 
     def pids(self) -> dict[str, list[int]]:
         return {name: procs.with_children(pids) for name, pids in self.groups.items()}
@@ -112,7 +115,14 @@ def monolith(out: Path, plan: Plan, *, workers: int = 1) -> Iterator[Deployment]
     try:
         wait_answering(f"{url}/readyz", process, timeout=60, log_file=log_file)
         say(f"monolith: {url} pid {process.pid}, {workers} worker(s)")
-        yield Deployment("monolith", url, {"monolith": [process.pid]}, database=scratch / "shop.db")
+        shop_db = f"sqlite+aiosqlite:///{scratch / 'shop.db'}"
+        yield Deployment(
+            "monolith",
+            url,
+            {"monolith": [process.pid]},
+            database=scratch / "shop.db",
+            consumers=dict.fromkeys(CONSUMERS, shop_db),
+        )
     finally:
         stop_process(process)
 
@@ -210,6 +220,9 @@ def launched(
         url = entry_url(launcher)
         seed_over_http(url, plan, env, scratch / "seed.log")
         deployment = Deployment(label, url, launcher.pids)
+        for spec in launcher.topology.services.values():
+            for context in set(spec.contexts) & set(CONSUMERS):
+                deployment.consumers[context] = launcher.databases[spec.name]
         if "catalog" in launcher.urls:
             deployment.extra_urls["catalog"] = launcher.urls["catalog"][0]
         yield deployment
@@ -223,6 +236,10 @@ def services(out: Path, plan: Plan, *, replicas: str = "") -> Iterator[Deploymen
     label = "services" + (f"-{replicas.replace('=', '')}" if replicas else "")
     with launched(out, plan, REPO / "topologies" / "services.toml", label, replicas=replicas) as d:
         yield d
+
+
+CONSUMERS = tuple(name for name, context in declared().items() if context.subscriptions)
+"""The contexts that apply integration events (their inboxes give the events' lag)."""
 
 
 def step_label(number: int) -> str:

@@ -63,6 +63,31 @@ def kata_settings(plan: Plan) -> str:
     )
 
 
+def lag_section(bench: Bench) -> list[str]:
+    """The events' lag at half load (change committed to read model updated), per deployment
+    and consumer, from the consumers' inboxes (bench/lag.py)."""
+    if not bench.lags:
+        return []
+    lines = [
+        "## Event lag at half load",
+        "",
+        "From a change's commit in its publisher to the consumer's read model updated, for the"
+        " events applied during the half-load step (`occurred_at` to `received_at` of each"
+        " consumer's inbox row). In the monolith the bus is in process; between the services"
+        " it is RabbitMQ. Target (docs/benchmarks.md): p99 under 250 ms at half load.",
+        "",
+        "| deployment | consumer | events | p50 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, lags in bench.lags.items():
+        lines += [
+            f"| {name} | {lag.consumer} | {lag.events} | {lag.p50_ms:.1f} | {lag.p99_ms:.1f}"
+            f" | {lag.max_ms:.1f} |"
+            for lag in lags
+        ]
+    return [*lines, ""]
+
+
 def write_report(
     bench: Bench,
     info: Mapping[str, str],
@@ -129,6 +154,7 @@ def write_report(
         "",
         rep.targets_table(targets),
         "",
+        *lag_section(bench),
     ]
     why = rep.why_missed(targets, mono, serv, product)
     if why:

@@ -12,11 +12,13 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import procs
 from bench import report as rep
 from bench.deploy import REPO, Deployment, kata_step, say, step_label
+from bench.lag import Lag, event_lags
 from bench.load import SERVER_CPUS, locust_command
 from bench.plans import HALF_LOAD, HALF_LOAD_USERS, Plan
 from kata import steps as kata
@@ -35,6 +37,8 @@ class Bench:
     """Server processes of each deployment measured."""
     profiling: bool = False
     """Record a flame graph of every server process (``--profile``)."""
+    lags: dict[str, list[Lag]] = field(default_factory=dict)
+    """Per deployment: the lag of the events its consumers applied at half load."""
 
     def locust(
         self,
@@ -207,7 +211,9 @@ class Bench:
                 say(f"flame graph {svg.relative_to(self.out)}")
 
     def fixed_rate(self, deployment: Deployment, rate: float, seconds: int | None = None) -> None:
-        """The shopper mix at a fixed total rate (tasks/s) over HALF_LOAD_USERS users."""
+        """The shopper mix at a fixed total rate (tasks/s) over HALF_LOAD_USERS users; then
+        the lag of the events applied meanwhile, from the consumers' inboxes."""
+        since = datetime.now(UTC)
         for repeat in range(1, self.plan.reference_repeats + 1):
             self.locust(
                 deployment,
@@ -218,6 +224,13 @@ class Bench:
                 label=HALF_LOAD,
                 wait=f"rate:{rate / HALF_LOAD_USERS:.4f}",
             )
+        if deployment.consumers:
+            try:
+                self.lags[deployment.name] = event_lags(
+                    deployment.consumers, since, datetime.now(UTC)
+                )
+            except Exception as exc:  # a measurement, not the run: say it, keep going
+                self.failures.append(f"event lag of {deployment.name}: {exc}")
 
     def remember_memory(self, deployment: Deployment) -> None:
         self.memory[deployment.name] = deployment.peak_rss_mib()

@@ -1,0 +1,81 @@
+"""Event lag under load: how long an integration event took from its change to its read model.
+
+Every consumer's inbox row keeps when its event happened (``occurred_at``, written with the
+change in the publisher's transaction) and when it was applied (``received_at``, written
+with the read model's update), on the same machine's clock. The lag of the events applied
+in a window is read back from the consumers' own databases after a run: nothing is added to
+the hot path to measure it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+
+from shop.kernel.db import create_engine
+
+
+@dataclass(frozen=True)
+class Lag:
+    consumer: str
+    events: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _utc(value: datetime | str) -> datetime:
+    # SQLite hands the column back as text through text(); PostgreSQL as an aware datetime.
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+async def _lags(url: str, table: str, since: datetime, until: datetime) -> list[float]:
+    engine = create_engine(url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(f"SELECT occurred_at, received_at FROM {table}")  # noqa: S608 (ours)
+            )
+            pairs = [(_utc(occurred), _utc(received)) for occurred, received in rows]
+    finally:
+        await engine.dispose()
+    return [
+        (received - occurred).total_seconds() * 1000
+        for occurred, received in pairs
+        if since <= received <= until
+    ]
+
+
+def event_lags(consumers: Mapping[str, str], since: datetime, until: datetime) -> list[Lag]:
+    """The lag of the events each consumer (context -> its database URL) applied in the
+    window; consumers that applied none are left out."""
+
+    async def measure() -> list[Lag]:
+        found = []
+        for consumer, url in consumers.items():
+            lags = await _lags(url, f"{consumer}_inbox", since, until)
+            if lags:
+                found.append(
+                    Lag(
+                        consumer,
+                        len(lags),
+                        statistics.median(lags),
+                        _percentile(lags, 0.99),
+                        max(lags),
+                    )
+                )
+        return found
+
+    return asyncio.run(measure())

@@ -1,0 +1,49 @@
+"""bench/lag.py: the events' lag, read back from a consumer's inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from bench.lag import event_lags
+from shop.catalog.models import Base
+from shop.catalog.models import inbox as catalog_inbox
+from shop.kernel.db import create_engine
+
+
+def test_the_lag_of_the_events_applied_in_the_window(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}"
+    start = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    # 100 events applied 1..100 ms after they happened, then one outside the window.
+    rows = [
+        {
+            "event_id": uuid.uuid4(),
+            "type": "inventory.StockChanged",
+            "occurred_at": start + timedelta(seconds=index),
+            "received_at": start + timedelta(seconds=index, milliseconds=index + 1),
+        }
+        for index in range(100)
+    ]
+    rows.append({**rows[0], "event_id": uuid.uuid4(), "received_at": start + timedelta(hours=1)})
+
+    async def fill() -> None:
+        engine = create_engine(url)
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+            await conn.execute(insert(catalog_inbox), rows)
+        await engine.dispose()
+
+    asyncio.run(fill())
+    (lag,) = event_lags({"catalog": url}, start, start + timedelta(minutes=5))
+    assert lag.consumer == "catalog"
+    assert lag.events == 100
+    assert 50 <= lag.p50_ms <= 51
+    assert lag.p99_ms == 99
+    assert lag.max_ms == 100
+    assert (
+        event_lags({"catalog": url}, start - timedelta(hours=2), start - timedelta(hours=1)) == []
+    )
