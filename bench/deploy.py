@@ -6,6 +6,7 @@ on scratch SQLite databases under the results folder, and always stopped: the mo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import subprocess
 import sys
@@ -47,6 +48,8 @@ def server_env(scratch: Path, key_file: Path) -> dict[str, str]:
     for name in ("IDENTITY_SIGNING_KEY_PEM", "SHOP_TOPOLOGY", "SHOP_REPLICAS", "DATABASE_URL"):
         env.pop(name, None)
     env["BENCH_SCRATCH"] = str(scratch)
+    # Its own names on a shared broker: never another run's queues, nor a developer's.
+    env["SHOP_BUS_PREFIX"] = "bench-" + hashlib.sha256(str(scratch).encode()).hexdigest()[:16]
     return env
 
 

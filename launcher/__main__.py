@@ -37,6 +37,8 @@ from launcher.databases import DatabaseSetupError, check_data_name
 from shop.kernel.topology import DEFAULT_TOPOLOGY, Topology, TopologyError
 
 DEFAULT_KEY_FILE = "var/keys/jwt-ed25519.pem"
+BUS_PREFIX_ENV = "SHOP_BUS_PREFIX"
+"""Where a deployment's names on the broker begin (composition.settings.bus_prefix)."""
 
 
 class _Shutdown(BaseException):
@@ -123,6 +125,9 @@ def _up(args: argparse.Namespace) -> int:
     run_dir = databases.data_dir(data)
     env = dict(os.environ)
     _ensure_signing_key(env)
+    # Runs on other data keep apart on a shared broker: each names its own exchanges and
+    # queues (shop-services.catalog, shop-kata.catalog), as it has its own databases.
+    env.setdefault(BUS_PREFIX_ENV, f"shop-{data}")
     urls, database_text = _database_urls(topology, args.database, data)
     launcher = Launcher(
         topology,
