@@ -7,6 +7,7 @@ which answers ``StockLevels`` when inventory runs elsewhere and a broker carries
 
 from __future__ import annotations
 
+from shop.catalog import service
 from shop.catalog.models import inbox, outbox
 from shop.catalog.ports import StockLevels
 from shop.catalog.readmodels import SUBSCRIPTIONS, StockLevelsReadModel
@@ -20,6 +21,7 @@ CONTEXT = Context(
     prefixes=("/categories", "/products"),
     needs=(StockLevels,),
     outbox=outbox,
+    snapshot=service.snapshot,
     inbox=inbox,
     subscriptions=SUBSCRIPTIONS,
     read_models={StockLevels: StockLevelsReadModel},

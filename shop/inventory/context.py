@@ -3,6 +3,7 @@ product's stock numbers as they change (``inventory.StockChanged``)."""
 
 from __future__ import annotations
 
+from shop.inventory import service
 from shop.inventory.models import outbox
 from shop.inventory.ports import ProductDirectory
 from shop.inventory.router import internal_router, router
@@ -15,4 +16,5 @@ CONTEXT = Context(
     prefixes=("/inventory",),
     needs=(ProductDirectory,),
     outbox=outbox,
+    snapshot=service.snapshot,
 )
