@@ -131,7 +131,8 @@ class Backfilled:
     delivered: int
     """Snapshot events delivered (0: the model answered as the provider already)."""
     applied: int
-    """Of those, the ones the consumer applied (new inbox rows)."""
+    """Of those, the ones new to the consumer's inbox (its handler ran; the model's row
+    changed unless it held a newer event's state)."""
     position: int | None
     """The provider's highest outbox position, every envelope's sequence (None: nothing
     delivered)."""
@@ -212,7 +213,7 @@ async def backfill(
     count = len(done.aggregate_ids)
     progress(
         f"{item.label}: {count} events delivered at sequence {done.position}"
-        f" ({item.provider}'s last outbox position), {applied} applied"
+        f" ({item.provider}'s last outbox position), {applied} new to {item.consumer}'s inbox"
     )
     await verify(item, source=source, target=target, ids=done.aggregate_ids, progress=progress)
     return Backfilled(item, count, count, applied, done.position)

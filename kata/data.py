@@ -148,7 +148,7 @@ async def _run(args: argparse.Namespace) -> int:
         if args.reverse and backfills:
             models = ", ".join(f"{feed.consumer}'s of {feed.provider}" for feed, _, _ in backfills)
             say(
-                f"step {step.number} ({step.title}) built read models ({models}): the rollback"
+                f"step {step.number} ({step.title}) builds read models ({models}): the rollback"
                 " leaves them in place, unchanged (the step before reads none of them; a"
                 " forward run brings them up to date)"
             )

@@ -1,5 +1,6 @@
 """Inventory: stock per product, and the reservations a checkout holds; publishes each
-product's stock numbers as they change (``inventory.StockChanged``)."""
+product's stock numbers as they change (``inventory.StockChanged``), and every product's
+current numbers as a snapshot of those events (what a new read model is built from)."""
 
 from __future__ import annotations
 
