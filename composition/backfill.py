@@ -110,13 +110,14 @@ def feeds(topology: Topology) -> list[Feed]:
     provider runs in another service, as :func:`composition.app.build` binds the ports."""
     if topology.bus == "in-process":
         return []
+    owners = {name: spec.name for spec in topology.services.values() for name in spec.contexts}
     found: dict[tuple[str, str], list[type[Any]]] = {}
     for context in declared().values():
         for port in context.read_models:
             binding = BINDINGS.get(port)
-            if binding is None or binding.provider == context.name:
+            if binding is None or context.name not in owners or binding.provider not in owners:
                 continue
-            if topology.owner(binding.provider).name != topology.owner(context.name).name:
+            if owners[binding.provider] != owners[context.name]:
                 found.setdefault((binding.provider, context.name), []).append(port)
     return [Feed(provider, consumer, tuple(ports)) for (provider, consumer), ports in found.items()]
 
