@@ -127,7 +127,7 @@ up: keys ## Run kata step STEP=0..7 on :8000, moving its data first (DATABASE=po
 kata-steps: $(STAMP) ## List the kata's steps, their branches and topologies
 	$(BIN)/python -m kata steps
 
-kata-migrate-data: $(STAMP) ## Move step STEP's contexts' rows to their services (REVERSE=1 moves them back)
+kata-migrate-data: $(STAMP) ## Move step STEP's contexts' rows to their services, or build step 7's read models (REVERSE=1 moves rows back)
 	$(BIN)/python -m kata migrate-data --step "$(STEP)" $(if $(DATABASE),--database "$(DATABASE)") \
 		$(if $(REVERSE),--reverse) $(if $(REPLACE),--replace)
 

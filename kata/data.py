@@ -41,9 +41,22 @@ recorded (nobody wrote to it since; otherwise it refuses unless ``--replace``), 
 then empties the service's tables of that context and removes the ledger entry, so that a
 later forward move starts clean. Stop the deployment before moving data either way.
 
+**A step that backfills** (step 7, from calls to events) extracts no context: its services
+are step 6's, on the same databases. What it adds are read models, catalog's of inventory's
+stock and the cart's of catalog's products, which its topology's broker keeps from then on
+(``composition.backfill.feeds`` finds them in the topology, as the composition root binds
+them). So its move builds each read model in the consumer's database from the provider's
+(``catalog.db`` from ``inventory.db``, ``cart.db`` from ``catalog.db``): the provider's
+snapshot, read in one transaction, delivered through the consumer's own event handlers at
+the provider's last outbox position (a later event wins, an older one still queued loses),
+then every aggregate's answer compared with the provider's (an error names the first ids
+that differ). A rerun finds the models answering as their providers do and changes nothing.
+``--reverse`` for such a step leaves the read models in place and says so: the step before
+it reads none of them, and the next forward run brings them up to date.
+
 This module is the command; the moves themselves are in kata/datamove/ (the forward move in
-moves.py, the rollback in rollback.py, the checksums, the ledger and the copying beside
-them), which arrives with it at step 2.
+moves.py, the rollback in rollback.py, the backfill in backfill.py, the checksums, the
+ledger and the copying beside them), which arrives with it at step 2.
 """
 
 from __future__ import annotations
@@ -57,8 +70,10 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.exc import SQLAlchemyError
 
+from composition.backfill import Feed, feeds
 from kata import steps
 from kata.datamove import BATCH_SIZE, LEDGER_TABLE, DataMoveError, move_back, move_context
+from kata.datamove.backfill import backfill_read_model
 from kata.datamove.connections import (
     context_tables,
     database_exists,
@@ -71,7 +86,7 @@ from launcher import control, databases
 from launcher.databases import DatabaseSetupError
 from shop.kernel.topology import load as load_topology
 
-__all__ = ["add_command", "step_urls"]
+__all__ = ["add_command", "step_feeds", "step_urls"]
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -95,8 +110,29 @@ def step_urls(
     return pairs
 
 
+def step_feeds(
+    number: int | str,
+    choice: str,
+    *,
+    data: str = steps.DATA_NAME,
+    folder: Path | None = None,
+) -> list[tuple[Feed, str, str]]:
+    """The read models step ``number`` reads (``composition.backfill.feeds``), each with
+    (its provider's database URL, its consumer's), exactly as ``python -m launcher up --data
+    <data>`` names them."""
+    topology = load_topology(REPO / steps.step(number).topology)
+    found = []
+    for feed in feeds(topology):
+        provider = topology.owner(feed.provider).name
+        consumer = topology.owner(feed.consumer).name
+        urls = databases.service_urls(data, [provider, consumer], choice, folder=folder)
+        found.append((feed, urls[provider], urls[consumer]))
+    return found
+
+
 async def _run(args: argparse.Namespace) -> int:
     explicit = [args.context, args.source, args.target]
+    backfills: list[tuple[Feed, str, str]] = []
     if args.step is not None:
         if any(explicit):
             raise _Usage("--step cannot be combined with --context/--source/--target")
@@ -107,13 +143,29 @@ async def _run(args: argparse.Namespace) -> int:
         pairs = {}
         for number in range(step.number + 1) if args.up_to else [step.number]:
             pairs.update(step_urls(number, args.database, data=args.data, folder=folder))
-        if not pairs:
+        # The read models the step runs on (up to it: the last step's, the ones it reads).
+        backfills = step_feeds(step.number, args.database, data=args.data, folder=folder)
+        if args.reverse and backfills:
+            models = ", ".join(f"{feed.consumer}'s of {feed.provider}" for feed, _, _ in backfills)
+            say(
+                f"step {step.number} ({step.title}) builds read models ({models}): the rollback"
+                " leaves them in place, unchanged (the step before reads none of them; a"
+                " forward run brings them up to date)"
+            )
+            if not pairs:
+                return 0
+            backfills = []
+        if not pairs and not backfills:
             upto = "up to " if args.up_to else ""
-            say(f"step {upto}{step.number} ({step.title}) extracts no context: no data to move")
+            say(
+                f"step {upto}{step.number} ({step.title}) extracts no context and builds no"
+                " read model: no data to move"
+            )
             return 0
         live = control.running(args.data)
         if live is not None:
-            # Rows written while they move would be left behind, or moved twice.
+            # Rows written while they move would be left behind, or moved twice (and a read
+            # model built from a snapshot that changes under it would not verify).
             raise DataMoveError(
                 f"a deployment runs on these databases (its launcher answers on {live}):"
                 f" stop it first (`python -m launcher down --data {args.data}`), then move"
@@ -150,6 +202,14 @@ async def _run(args: argparse.Namespace) -> int:
             context, source=source, target=target, replace=args.replace, batch_size=args.batch_size
         )
         warned = warned or bool(result.warnings)
+    for feed, source, target in backfills:
+        if args.if_present and not await _source_present(source, feed.provider):
+            say(
+                f"{feed.label}: {describe_url(source)} does not hold {feed.provider}'s tables"
+                f" yet (a fresh start): no read model to build; it fills from the events"
+            )
+            continue
+        await backfill_read_model(feed, source=source, target=target)
     if warned:
         say("finished, with the WARNING above")
     return 0
@@ -205,6 +265,11 @@ The monolith's copy stays in place after a forward move: it is the rollback poin
 --reverse is the rollback: the service's rows go back into the monolith's database (whose
 copy must be untouched since the move, unless --replace), then the service's tables of the
 context are emptied and the ledger entry removed.
+
+Step 7 extracts no context: it builds the read models its broker keeps from then on
+(catalog's of inventory's stock, the cart's of catalog's products) from their providers'
+databases, through the consumers' own event handlers, and verifies that each answers as its
+provider does for every product; a rerun changes nothing. --reverse leaves them in place.
 """
 
 
@@ -212,7 +277,8 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     """Add ``migrate-data`` to ``python -m kata``."""
     parser = subparsers.add_parser(
         "migrate-data",
-        help="move an extracted context's rows from the monolith's database to its service's",
+        help="move an extracted context's rows from the monolith's database to its service's"
+        " (step 7: build the read models from their providers' databases)",
         description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -2,8 +2,9 @@
 
 Step 0 is the modular monolith alone; step 1 puts the gateway in front of it (the strangler
 facade); steps 2-6 extract one context (or two, at the end) each, until the monolith serves
-nothing and is retired. Every step is a topology file: which contexts the monolith still
-serves, which services exist, and where the gateway sends each path.
+nothing and is retired; step 7 extracts none (its data move builds the read models its
+topology reads: kata/data.py). Every step is a topology file: which contexts the monolith
+still serves, which services exist, and where the gateway sends each path.
 """
 
 from __future__ import annotations

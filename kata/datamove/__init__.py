@@ -3,7 +3,8 @@ migrate-data``, kata/data.py, says every case).
 
 tables.py (the contexts' tables, the shared error), checksums.py (what a table holds),
 connections.py (the two databases), ledger.py (what was moved), copying.py (copy and
-verify), moves.py (forward) and rollback.py (``--reverse``).
+verify), moves.py (forward), rollback.py (``--reverse``) and backfill.py (a step that
+builds read models from their providers' databases instead of moving rows).
 """
 
 from kata.datamove.checksums import Summary, TableState, summarize

@@ -75,6 +75,17 @@ async def get_products(session: AsyncSession, product_ids: Collection[int]) -> S
     return result.all()
 
 
+async def list_every_product(
+    session: AsyncSession, *, after: int | None, limit: int
+) -> Sequence[Product]:
+    """Up to ``limit`` products, deleted (archived) ones included, whose id is above
+    ``after`` (every product: ``None``), by id."""
+    query = select(Product)
+    if after is not None:
+        query = query.where(Product.id > after)
+    return (await session.scalars(query.order_by(Product.id).limit(limit))).all()
+
+
 @functools.cache
 def _listing(
     sort: ProductSort,

@@ -6,7 +6,7 @@ transaction, read back from the row as it stands after the change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,6 +32,9 @@ from shop.catalog.schemas import (
 )
 from shop.kernel.db import Database
 from shop.kernel.events import Event, record
+
+SNAPSHOT_BATCH = 500
+"""Products :func:`snapshot` reads per query."""
 
 
 async def list_categories(session: AsyncSession) -> Sequence[Category]:
@@ -100,6 +103,20 @@ def _product_event(product: Product) -> tuple[str, Event]:
         price_amount=product.price_amount,
         currency=product.currency,
     )
+
+
+async def snapshot(session: AsyncSession) -> AsyncIterator[tuple[str, Event]]:
+    """Every product as the event a consumer would have received last about it (catalog's
+    ``Context.snapshot``): ``ProductChanged`` for one on sale, ``ProductDeleted`` for one
+    archived; by id, all read in the session's transaction."""
+    after: int | None = None
+    while True:
+        products = await repository.list_every_product(session, after=after, limit=SNAPSHOT_BATCH)
+        for product in products:
+            yield _product_event(product)
+        if len(products) < SNAPSHOT_BATCH:
+            return
+        after = products[-1].id
 
 
 async def _check_category(session: AsyncSession, category_id: int) -> None:

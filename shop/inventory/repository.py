@@ -45,6 +45,18 @@ async def get_levels(
     return [(row[0], row[1], row[2]) for row in rows]
 
 
+async def list_levels(
+    session: AsyncSession, *, after: int | None, limit: int
+) -> Sequence[tuple[int, int, int]]:
+    """``(product_id, on_hand, reserved)`` of up to ``limit`` stock rows whose product id
+    is above ``after`` (every row: ``None``), by product id."""
+    query = select(StockItem.product_id, StockItem.on_hand, StockItem.reserved)
+    if after is not None:
+        query = query.where(StockItem.product_id > after)
+    rows = await session.execute(query.order_by(StockItem.product_id).limit(limit))
+    return [(row[0], row[1], row[2]) for row in rows]
+
+
 async def set_on_hand(session: AsyncSession, product_id: int, on_hand: int) -> bool:
     """Set the units on hand unless that would drop below the reserved units."""
     result = await session.execute(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,9 @@ from shop.inventory.schemas import ReservationAction
 from shop.kernel.db import Database
 from shop.kernel.events import record
 
+SNAPSHOT_BATCH = 500
+"""Stock rows :func:`snapshot` reads per query."""
+
 
 def _changed(product_id: int, on_hand: int, reserved: int) -> tuple[str, StockChanged]:
     return str(product_id), StockChanged(
@@ -46,6 +49,20 @@ async def _record_levels(session: AsyncSession, product_ids: Collection[int]) ->
     """
     levels = await repository.get_levels(session, set(product_ids))
     await record(session, outbox, *(_changed(*level) for level in levels))
+
+
+async def snapshot(session: AsyncSession) -> AsyncIterator[tuple[str, StockChanged]]:
+    """Every product's stock numbers as they stand, as the ``StockChanged`` a consumer
+    would have received last about it (inventory's ``Context.snapshot``), by product id,
+    all read in the session's transaction."""
+    after: int | None = None
+    while True:
+        levels = await repository.list_levels(session, after=after, limit=SNAPSHOT_BATCH)
+        for level in levels:
+            yield _changed(*level)
+        if len(levels) < SNAPSHOT_BATCH:
+            return
+        after = levels[-1][0]
 
 
 async def get_item(session: AsyncSession, *, product_id: int) -> StockItem:

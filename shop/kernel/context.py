@@ -24,7 +24,7 @@ from sqlalchemy import Table
 from starlette.datastructures import State
 
 from shop.kernel.db import Database
-from shop.kernel.events import Subscription
+from shop.kernel.events import Snapshot, Subscription
 from shop.kernel.security import JwksSource
 
 P = TypeVar("P")
@@ -101,6 +101,10 @@ class Context:
     outbox: Table | None = None
     """Where it records the integration events it publishes (``<name>_outbox``): a relay
     publishes them on the deployment's bus wherever the context is served."""
+    snapshot: Snapshot | None = None
+    """Its current state as the events it publishes, one per aggregate (what a consumer would
+    have received last about each): a read model that starts after the context has a past is
+    built from it (a backfill, :func:`shop.kernel.events.backfill`). With ``outbox`` only."""
     inbox: Table | None = None
     """Where it remembers the events it has applied (``<name>_inbox``), once each."""
     subscriptions: tuple[Subscription, ...] = ()

@@ -11,13 +11,18 @@ Every event travels as an :class:`Envelope`: its id, type (``inventory.StockChan
 schema version, aggregate id, the outbox position of its publisher (``sequence``, which
 grows with every event of one aggregate and lets a read model refuse an older state), when
 it happened, the ``traceparent`` of the request that made it, and the payload.
+
+A read model that starts after its publisher has a past is built from the publisher's
+:data:`Snapshot` (the current state of every aggregate, as the events a consumer would have
+received) by :func:`backfill`, through the consumer's own handlers.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
@@ -34,6 +39,7 @@ from sqlalchemy import (
     Table,
     Uuid,
     event,
+    func,
     insert,
     select,
     update,
@@ -450,3 +456,93 @@ class Relay:
             .where(self.outbox.c.position.in_([row["position"] for row in rows]))
             .values(published_at=datetime.now(UTC))
         )
+
+
+# --- backfilling ---------------------------------------------------------------------------
+
+Snapshot = Callable[[AsyncSession], AsyncIterator[tuple[str, Event]]]
+"""A publisher's current state: ``(aggregate_id, event)`` per aggregate, the event a consumer
+would have received last about it (``StockChanged`` per stock item, ``ProductChanged`` or
+``ProductDeleted`` per product), read in the given session's transaction."""
+
+
+def snapshot_envelope(
+    source: str, aggregate_id: str, item: Event, *, sequence: int, occurred_at: datetime
+) -> Envelope:
+    """The envelope of one snapshot event, at ``sequence`` (the publisher's highest outbox
+    position when the snapshot was read), with an id of its own: never a recorded event's,
+    which the consumer must still apply (or refuse by its sequence) when it arrives."""
+    return Envelope(
+        id=uuid.uuid4(),
+        type=item.TYPE,
+        version=item.VERSION,
+        source=source,
+        aggregate_id=aggregate_id,
+        sequence=sequence,
+        occurred_at=occurred_at,
+        payload=item.model_dump(mode="json"),
+    )
+
+
+@asynccontextmanager
+async def snapshot_session(db: Database) -> AsyncIterator[AsyncSession]:
+    """A session in ONE read transaction that sees one state of ``db`` for all its queries
+    (repeatable read on PostgreSQL; a SQLite read transaction is one snapshot already)."""
+    async with db.reader() as session, session.begin():
+        if session.get_bind().dialect.name == "postgresql":
+            # Set before the transaction's first statement.
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        yield session
+
+
+async def last_position(session: AsyncSession, outbox: Table) -> int:
+    """The highest position of ``outbox`` this transaction sees (0 when it is empty)."""
+    found = await session.scalar(select(func.max(outbox.c.position)))
+    return int(found or 0)
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """What one :func:`backfill` delivered."""
+
+    source: str
+    position: int
+    """The publisher's highest outbox position at the snapshot: every envelope's sequence."""
+    aggregate_ids: tuple[str, ...]
+    """The aggregates of the snapshot, in its order: one envelope each."""
+
+
+async def backfill(
+    db: Database,
+    *,
+    source: str,
+    outbox: Table,
+    snapshot: Snapshot,
+    deliver: Deliver,
+    progress: Callable[[int], None] | None = None,
+    every: int = 500,
+) -> Backfill:
+    """Deliver ``source``'s snapshot (read from ``db``) to ``deliver``: a consumer's
+    :func:`consumer`, so that its read model is built by the very handlers that keep it.
+
+    The snapshot and the outbox's highest position are read in ONE read transaction
+    (repeatable read on PostgreSQL), and every envelope carries that position as its
+    ``sequence``: an event recorded later has a higher position and wins over the snapshot;
+    one recorded before (still waiting for its relay, or in a broker's queue) is not newer,
+    and loses to it. ``progress`` is called with the count delivered every ``every``
+    envelopes.
+    """
+    delivered: list[str] = []
+    occurred_at = utcnow()
+    async with snapshot_session(db) as session:
+        position = await last_position(session, outbox)
+        async for aggregate_id, item in snapshot(session):
+            await deliver(
+                snapshot_envelope(
+                    source, aggregate_id, item, sequence=position, occurred_at=occurred_at
+                )
+            )
+            delivered.append(aggregate_id)
+            if progress is not None and len(delivered) % every == 0:
+                progress(len(delivered))
+    return Backfill(source=source, position=position, aggregate_ids=tuple(delivered))

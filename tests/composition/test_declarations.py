@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bindings.registry import BINDINGS
+from composition.backfill import ASKS
 from composition.contexts import declared
 from shop.kernel.migrations import CONTEXTS as STREAMS
 from shop.kernel.topology import load
@@ -61,3 +62,15 @@ def test_every_topology_names_only_declared_contexts_and_serves_each_once() -> N
         topology = load(path)
         served = [name for spec in topology.services.values() for name in spec.contexts]
         assert sorted(served) == sorted(declared()), path.name
+
+
+def test_every_read_model_can_be_backfilled_and_verified() -> None:
+    """A consumer's read model of a provider: the provider declares its snapshot and outbox,
+    and the backfill knows how to ask the port the model answers (to compare it)."""
+    for context in declared().values():
+        for port in context.read_models:
+            provider = declared()[BINDINGS[port].provider]
+            assert provider.snapshot is not None, provider.name
+            assert provider.outbox is not None, provider.name
+            assert context.inbox is not None, context.name
+            assert port in ASKS, port
