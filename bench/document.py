@@ -125,6 +125,18 @@ def write_report(
         half_load=half,
         product=product,
     )
+    targets += [
+        rep.Target.at_most(
+            f"event lag p99 at half load, {name}: {lag.consumer}",
+            lag.p99_ms,
+            rep.EVENT_LAG_P99_TARGET_MS,
+            f"{lag.events} events, p50 {lag.p50_ms:.1f} ms, max {lag.max_ms:.1f} ms",
+            about=rep.SPLIT,
+        )
+        for name, lags in bench.lags.items()
+        if name == pair[1]
+        for lag in lags
+    ]
     plots = rep.plot(rows, bench.out, list(pair)) if mono or serv else []
     kata_figures = rep.kata_steps(
         rows, [(run.number, run.title, run.topology, run.processes) for run in kata_runs]
