@@ -109,10 +109,11 @@ def _bind(
 
 def _bus(settings: DeployableSettings, topology: Topology | None) -> Bus:
     """The topology's bus: in process (the monolith's), or the RabbitMQ broker at
-    ``SHOP_BROKER_URL``, connected when the first subscription or publish needs it."""
+    ``SHOP_BROKER_URL`` with its names under ``SHOP_BUS_PREFIX``, connected when the first
+    subscription or publish needs it."""
     kind = "in-process" if topology is None else topology.bus
     if kind == "rabbitmq":
-        return RabbitBus(settings.broker_url.get_secret_value())
+        return RabbitBus(settings.broker_url.get_secret_value(), prefix=settings.bus_prefix)
     return InProcessBus()
 
 

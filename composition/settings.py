@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from pydantic import AliasChoices, Field, PrivateAttr, SecretStr
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings
 
 from shop.kernel.context import SettingsSource
@@ -63,7 +63,21 @@ class DeployableSettings(RemoteCallSettings, EdgeSettings):
         validation_alias=_names("BROKER_URL"),
         description="The RabbitMQ broker, when the topology's bus is rabbitmq",
     )
+    bus_prefix: str = Field(
+        "shop",
+        validation_alias=_names("BUS_PREFIX"),
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$",
+        description="The first part of every exchange and queue name on the broker"
+        " (<prefix>.<context>): deployments sharing a broker keep apart with their own",
+    )
     _contexts: SettingsSource = PrivateAttr(default_factory=SettingsSource)
+
+    @field_validator("bus_prefix")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if f"{value}.".startswith("amq."):
+            raise ValueError("RabbitMQ reserves the names that begin with 'amq.'")
+        return value
 
     @property
     def contexts(self) -> SettingsSource:

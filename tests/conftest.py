@@ -25,6 +25,11 @@ LIVE_PROCESS_FILES = (
 service restarted within its timeouts, a Locust run without a failure). They run one after
 the other on one xdist worker, so two of them never compete for the same cores."""
 
+BROKER_STOPPING_FILES = ("tests/integration/test_broker.py",)
+"""Tests that stop the shared RabbitMQ broker for a moment (``rabbitmqctl stop_app``), as
+tests/system/test_event_faults.py does: they join the live-process worker, so that no two of
+them stop the broker under each other's feet."""
+
 
 DATABASE_INDEPENDENT_FILES = (
     "tests/unit/",
@@ -70,11 +75,12 @@ def _leave_out(config: pytest.Config, items: list[pytest.Item], marker: str) -> 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """One xdist group per test file (``--dist loadgroup`` keeps a file on one worker, so its
-    module fixtures are built once), except the live-process files: one group together.
-    Database-independent files are marked ``once``. Tests marked ``redis`` or ``rabbitmq``
-    are left out (deselected, not skipped) unless ``TEST_REDIS_URL`` names a server, or
-    ``TEST_RABBITMQ_URL`` a broker (or the run says ``-m rabbitmq``): ``make test`` needs no
-    server at all, CI runs them on their own (``TEST_REDIS_URL=... pytest -m redis``)."""
+    module fixtures are built once), except the live-process files and the ones that stop
+    the broker: one group together. Database-independent files are marked ``once``. Tests
+    marked ``redis`` or ``rabbitmq`` are left out (deselected, not skipped) unless
+    ``TEST_REDIS_URL`` names a server, or ``TEST_RABBITMQ_URL`` a broker (or the run says
+    ``-m rabbitmq``): ``make test`` needs no server at all, CI runs them on their own
+    (``TEST_REDIS_URL=... pytest -m redis``)."""
     if redis_url() is None:
         _leave_out(config, items, "redis")
     if rabbitmq_url(config) is None:
@@ -82,7 +88,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     root = Path(__file__).resolve().parent.parent
     for item in items:
         path = item.path.resolve().relative_to(root).as_posix()
-        live = any(path.startswith(prefix) for prefix in LIVE_PROCESS_FILES)
+        live = any(
+            path.startswith(prefix) for prefix in (*LIVE_PROCESS_FILES, *BROKER_STOPPING_FILES)
+        )
         item.add_marker(pytest.mark.xdist_group("live-processes" if live else path))
         if any(path.startswith(prefix) for prefix in DATABASE_INDEPENDENT_FILES):
             item.add_marker(pytest.mark.once)
