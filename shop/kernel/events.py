@@ -56,6 +56,8 @@ logger = logging.getLogger("shop.events")
 
 RELAY_BATCH = 100
 """Outbox rows one relay pass publishes at most."""
+PASS_LIMIT = 10.0
+"""Seconds one relay pass may take; it is not cut short by the app stopping before that."""
 
 
 class Event(BaseModel):
@@ -396,7 +398,12 @@ class Relay:
         try:
             while True:
                 try:
-                    sent = await self.publish_pending()
+                    # A pass finishes even when the app stops meanwhile (bounded): cancelled
+                    # in the middle of a query, a connection is lost under the driver's feet
+                    # (asyncpg: "unexpected connection_lost()") as the pool closes.
+                    sent = 0
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(PASS_LIMIT):
+                        sent = await self.publish_pending()
                 except Exception:
                     logger.exception("%s relay: publishing failed; retrying", self.source)
                     await anyio.sleep(self.retry_after)
