@@ -26,7 +26,7 @@ from shop.identity.settings import IdentitySettings
 from shop.kernel.broker import RabbitBus
 from shop.kernel.context import Context, Runtime
 from shop.kernel.db import Database
-from shop.kernel.docs import install_docs
+from shop.kernel.docs import SUMMARY, TITLE, VERSION, install_docs
 from shop.kernel.edge import install_edge
 from shop.kernel.errors import install_error_handlers
 from shop.kernel.events import Bus, InProcessBus, Relay, consumer
@@ -37,9 +37,6 @@ from shop.kernel.topology import Topology
 
 logger = logging.getLogger("composition")
 
-TITLE = "shopkata"
-SUMMARY = "An online shop: identity, catalog, inventory, cart, orders, payments."
-VERSION = "0.1.0"
 EVENTS_RETRY_SECONDS = 1.0
 """How often a deployable tries the bus again when it was not reachable at start."""
 KEYS_CONTEXT = "identity"

@@ -36,7 +36,7 @@ from gateway.readiness import Readiness
 from gateway.routing import Routes, is_internal
 from gateway.settings import GatewaySettings
 from gateway.upstreams import upstreams
-from shop.kernel.docs import oauth2_redirect_page, swagger_page
+from shop.kernel.docs import SUMMARY, TITLE, VERSION, oauth2_redirect_page, swagger_page
 from shop.kernel.edge import BodyLimit, install_edge
 from shop.kernel.errors import ServiceUnavailable, install_error_handlers, problems
 from shop.kernel.http import Upstream
@@ -47,9 +47,6 @@ from shop.kernel.topology import load, parse_replicas
 logger = logging.getLogger("gateway")
 
 # The monolith's title, summary and version: the merged document must read like its own.
-TITLE = "shopkata"
-SUMMARY = "An online shop: identity, catalog, inventory, cart, orders, payments."
-VERSION = "0.1.0"
 INFO = {"title": TITLE, "summary": SUMMARY, "version": VERSION}
 
 router = APIRouter(tags=["ops"])

@@ -19,14 +19,17 @@ from composition.app import build, served_by
 from composition.contexts import declared
 from monolith.settings import MonolithSettings
 from shop.kernel.events import Bus
-from shop.kernel.topology import load
+from shop.kernel.topology import Topology, load
 
 
-def served_contexts(settings: MonolithSettings) -> tuple[str, ...]:
-    """The contexts this monolith serves: all of them, or those its kata topology gives it."""
+def served_contexts(
+    settings: MonolithSettings, topology: Topology | None = None
+) -> tuple[str, ...]:
+    """The contexts this monolith serves: all of them, or those its kata topology gives it
+    (``topology``, already loaded from ``settings.topology``, or loaded here)."""
     if settings.topology is None:
         return tuple(declared())
-    return served_by(load(settings.topology), settings.service_name)
+    return served_by(topology or load(settings.topology), settings.service_name)
 
 
 def create_app(
@@ -40,12 +43,13 @@ def create_app(
     ``transports`` (by service name) reaches extracted services in process, as tests do.
     """
     settings = settings or MonolithSettings()
+    topology = load(settings.topology) if settings.topology is not None else None
     return build(
         settings,
         service=settings.service_name,
-        served=served_contexts(settings),
+        served=served_contexts(settings, topology),
         database_url=settings.database_url,
-        topology=load(settings.topology) if settings.topology is not None else None,
+        topology=topology,
         transports=transports,
         bus=bus,
     )

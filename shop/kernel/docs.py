@@ -21,6 +21,11 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 
+TITLE = "shopkata"
+SUMMARY = "An online shop: identity, catalog, inventory, cart, orders, payments."
+VERSION = "0.1.0"
+"""How every deployable, and the gateway's merged document, name the API: one shop."""
+
 DOCS_PATH = "/docs"
 OAUTH2_REDIRECT_PATH = "/docs/oauth2-redirect"
 

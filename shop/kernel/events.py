@@ -354,17 +354,12 @@ async def apply_newer(
     row = {**key, **values, "sequence": sequence}
     changes = {**values, "sequence": sequence}
     newer = table.c.sequence < sequence
-    statement: postgresql.Insert | sqlite.Insert
-    if session.get_bind().dialect.name == "postgresql":
-        statement = postgresql.insert(table).values(row)
-        statement = statement.on_conflict_do_update(
-            index_elements=list(key), set_=changes, where=newer
-        )
-    else:
-        statement = sqlite.insert(table).values(row)
-        statement = statement.on_conflict_do_update(
-            index_elements=list(key), set_=changes, where=newer
-        )
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(table)
+        .values(row)
+        .on_conflict_do_update(index_elements=list(key), set_=changes, where=newer)
+    )
     result = await session.execute(statement)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
