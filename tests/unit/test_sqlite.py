@@ -1,5 +1,6 @@
-"""The SQLite connection behind the engine (shop.kernel.sqlite): one hop per statement,
-transactions where SQLAlchemy begins them, writers that wait without blocking the loop."""
+"""The SQLite connection behind the engine (shop.kernel.sqlite): reads and uncontended
+writes on the loop, one hop per statement otherwise, transactions where SQLAlchemy begins
+them, writers that wait without blocking the loop."""
 
 from __future__ import annotations
 
@@ -68,15 +69,49 @@ async def test_a_read_transaction_runs_on_the_loop_with_no_hop(
     assert sum(hops.values()) == 0, hops
 
 
-async def test_a_write_transaction_costs_one_hop_per_statement(
+async def test_a_write_transaction_that_takes_the_lock_at_once_runs_on_the_loop(
     db: Database, hops: collections.Counter[str]
 ) -> None:
     async with db.writer() as session, session.begin():
         await session.execute(text("UPDATE things SET name = 'uno' WHERE id = 1"))
-        await session.scalars(text("SELECT name FROM things"))
-    # BEGIN IMMEDIATE travels with the UPDATE; the SELECT; COMMIT: all on the thread, since
-    # a writer may wait on the busy timeout.
-    assert sum(hops.values()) == 3, hops
+        names = (await session.scalars(text("SELECT name FROM things ORDER BY id"))).all()
+    assert names == ["uno", "two"]
+    assert sum(hops.values()) == 0, hops
+    async with db.reader() as session:
+        assert (await session.get(Thing, 1)).name == "uno"  # type: ignore[union-attr]
+
+
+async def test_a_writer_that_meets_another_process_lock_waits_on_the_thread(
+    db: Database, hops: collections.Counter[str], tmp_path: Path
+) -> None:
+    """Another process's writer holds the lock: BEGIN IMMEDIATE cannot take it at once, so the
+    transaction goes to the thread, waits there on the busy timeout (the loop runs on) and
+    commits once the lock is free."""
+    other = sqlite3.connect(tmp_path / "things.db", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE things SET name = 'eins' WHERE id = 1")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+            ticks += 1
+        other.execute("COMMIT")
+
+    async def writer() -> None:
+        async with db.writer() as session, session.begin():
+            await session.execute(text("UPDATE things SET name = 'zwei' WHERE id = 2"))
+
+    try:
+        await asyncio.wait_for(asyncio.gather(writer(), ticker()), timeout=10)
+    finally:
+        other.close()
+    assert ticks == 10
+    assert (hops["run"], hops["commit"]) == (1, 1), hops  # BEGIN with the UPDATE; COMMIT
+    async with db.reader() as session:
+        names = (await session.scalars(text("SELECT name FROM things ORDER BY id"))).all()
+    assert names == ["eins", "zwei"]
 
 
 async def test_a_deferred_transaction_that_writes_moves_to_the_thread(
@@ -135,9 +170,13 @@ async def test_a_rolled_back_write_leaves_nothing(db: Database) -> None:
         assert await session.get(Thing, 5) is None
 
 
-async def test_a_waiting_writer_does_not_block_the_event_loop(db: Database) -> None:
-    """BEGIN IMMEDIATE waits on SQLite's busy timeout on the connection's thread; the loop
-    keeps running other coroutines meanwhile, and the writer goes on once the lock is free."""
+async def test_a_waiting_writer_does_not_block_the_event_loop(
+    db: Database, hops: collections.Counter[str]
+) -> None:
+    """A transaction of this process holds the lock while it awaits something else: the next
+    writer's BEGIN IMMEDIATE waits on SQLite's busy timeout on its connection's thread; the
+    loop keeps running other coroutines meanwhile, and the writer goes on once the lock is
+    free."""
     holding = asyncio.Event()
     release = asyncio.Event()
 
@@ -165,6 +204,9 @@ async def test_a_waiting_writer_does_not_block_the_event_loop(db: Database) -> N
 
     await asyncio.wait_for(asyncio.gather(holder(), waiter(), ticker()), timeout=10)
     assert ticks == 10
+    # The waiter's (on a connection of its own, opened meanwhile): BEGIN with its INSERT,
+    # then COMMIT.
+    assert (hops["run"], hops["commit"]) == (1, 1), hops
     async with db.reader() as session:
         names = (await session.scalars(text("SELECT name FROM things ORDER BY id"))).all()
     assert names == ["one", "two", "six", "seven"]
