@@ -220,20 +220,33 @@ class RabbitBus:
 
 
 class _Consumer:
-    """One subscription's message callback: one delivery at a time, in queue order."""
+    """One subscription's message callback: deliveries applied in queue order, in batches.
+
+    aio-pika runs each delivery in a task of its own. Each task adds its message to the
+    pending ones and waits for the lock (first come, first served); the task that gets it
+    applies every message pending by then in one batch (up to the channel's prefetch), so
+    a consumer that fell behind catches up with one transaction per batch, not per event.
+    """
 
     def __init__(self, consumer: str, deliver: Deliver, retry_delay: float) -> None:
         self.consumer = consumer
         self.deliver = deliver
         self.retry_delay = retry_delay
-        # aio-pika runs each delivery in a task of its own; the lock (first come, first
-        # served) hands them to ``deliver`` one after the other, in delivery order.
-        self._one_at_a_time = asyncio.Lock()
+        self._pending: list[AbstractIncomingMessage] = []
+        self._one_batch_at_a_time = asyncio.Lock()
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
-        async with self._one_at_a_time:
+        self._pending.append(message)
+        async with self._one_batch_at_a_time:
+            batch, self._pending = self._pending, []
+            if batch:
+                await self._apply(batch)
+
+    async def _apply(self, messages: Sequence[AbstractIncomingMessage]) -> None:
+        arrived: list[tuple[AbstractIncomingMessage, Envelope]] = []
+        for message in messages:
             try:
-                envelope = Envelope.from_json(json.loads(message.body))
+                arrived.append((message, Envelope.from_json(json.loads(message.body))))
             except Exception as exc:
                 logger.error(
                     "%s: message %s (%s) is not an event envelope (%s); dead-lettered",
@@ -243,25 +256,38 @@ class _Consumer:
                     exc,
                 )
                 await _settle(message.reject(requeue=False))
-                return
+        if len(arrived) > 1:
             try:
-                await self.deliver(envelope)
-            except Exception:
-                count = (message.headers or {}).get("x-delivery-count", 0)
-                logger.warning(
-                    "%s failed on %s %s (delivery %s); returned to the queue",
-                    self.consumer,
-                    envelope.type,
-                    envelope.id,
-                    int(count) + 1 if isinstance(count, int) else "?",
-                    exc_info=True,
-                )
-                if self.retry_delay > 0:
-                    await asyncio.sleep(self.retry_delay)
-                # reject, not nack: RabbitMQ 4.3+ counts only a reject towards the delivery limit.
-                await _settle(message.reject(requeue=True))
+                await self.deliver([envelope for _, envelope in arrived])
+            except Exception:  # noqa: S110 (found again, and logged, one by one below)
+                pass
+            else:
+                for message, _ in arrived:
+                    await _settle(message.ack())
                 return
-            await _settle(message.ack())
+        # One of them failed (or there is one): one by one, so that only that one goes back.
+        for message, envelope in arrived:
+            await self._one(message, envelope)
+
+    async def _one(self, message: AbstractIncomingMessage, envelope: Envelope) -> None:
+        try:
+            await self.deliver([envelope])
+        except Exception:
+            count = (message.headers or {}).get("x-delivery-count", 0)
+            logger.warning(
+                "%s failed on %s %s (delivery %s); returned to the queue",
+                self.consumer,
+                envelope.type,
+                envelope.id,
+                int(count) + 1 if isinstance(count, int) else "?",
+                exc_info=True,
+            )
+            if self.retry_delay > 0:
+                await asyncio.sleep(self.retry_delay)
+            # reject, not nack: RabbitMQ 4.3+ counts only a reject towards the delivery limit.
+            await _settle(message.reject(requeue=True))
+            return
+        await _settle(message.ack())
 
 
 async def _settle(settling: Awaitable[Any]) -> None:

@@ -309,7 +309,7 @@ async def test_an_older_pending_event_loses_and_a_later_one_wins(shop: Shop) -> 
     first = next(e for e in pending if e.aggregate_id == str(ids[0]))
     assert first.payload["on_hand"] == 10
     for envelope in pending:
-        await deliver(envelope)
+        await deliver([envelope])
     assert await _model(STOCK, shop).available([ids[0]]) == {ids[0]: 4}
     assert await _count(shop.consumer, catalog_inbox) == 4 + len(pending)  # applied, refused
 
@@ -319,7 +319,7 @@ async def test_an_older_pending_event_loses_and_a_later_one_wins(shop: Shop) -> 
         await inventory.update_stock(session, product_id=ids[3], on_hand=3)  # a new item
     later = (await _outbox_envelopes(shop.provider, inventory_outbox, "inventory"))[-2:]
     for envelope in later:
-        await deliver(envelope)
+        await deliver([envelope])
     assert await _model(STOCK, shop).available([ids[0], ids[3]]) == {ids[0]: 30, ids[3]: 3}
     await verify(
         STOCK,
@@ -335,7 +335,7 @@ async def test_an_older_pending_event_loses_and_a_later_one_wins(shop: Shop) -> 
     older = await _outbox_envelopes(shop.provider, catalog_outbox, "catalog")
     await backfill(PRODUCTS, source=shop.provider, target=shop.consumer, progress=_quiet)
     for envelope in older:  # product 1 added as "Pot 1", renamed after; product 4 deleted
-        await cart(envelope)
+        await cart([envelope])
     entries = await _model(PRODUCTS, shop).entries(ids)
     assert entries[ids[1]].name == "Pot 1 (new)"
     assert ids[4] not in entries
@@ -344,7 +344,7 @@ async def test_an_older_pending_event_loses_and_a_later_one_wins(shop: Shop) -> 
             session, product_id=ids[1], data=ProductUpdate(name="Pot 1 (newer)")
         )
     newer = (await _outbox_envelopes(shop.provider, catalog_outbox, "catalog"))[-1]
-    await cart(newer)
+    await cart([newer])
     assert (await _model(PRODUCTS, shop).entries([ids[1]]))[ids[1]].name == "Pot 1 (newer)"
 
 

@@ -49,7 +49,8 @@ def envelope(sequence: int, *, type_: str = TYPE, aggregate: str = "a-1") -> Env
 
 class Received:
     """A ``deliver`` that records every envelope it is handed; ``fail`` decides whether to
-    raise instead (after recording the attempt)."""
+    raise instead (after recording the attempt). A batch is all or none, like a consumer's
+    transaction: if one of its envelopes fails, none of them counts as delivered."""
 
     def __init__(self, fail: Callable[[Envelope, int], bool] | None = None) -> None:
         self.attempts: list[Envelope] = []
@@ -62,14 +63,15 @@ class Received:
         self._changed.set()
         self._changed = anyio.Event()
 
-    async def __call__(self, envelope: Envelope) -> None:
-        self.attempts.append(envelope)
+    async def __call__(self, envelopes: Sequence[Envelope]) -> None:
+        self.attempts.extend(envelopes)
         self._notify()
         if self.gate is not None:
             await self.gate.wait()
-        if self._fail is not None and self._fail(envelope, len(self.attempts)):
-            raise RuntimeError(f"handler failed on {envelope.sequence}")
-        self.delivered.append(envelope)
+        for envelope in envelopes:
+            if self._fail is not None and self._fail(envelope, len(self.attempts)):
+                raise RuntimeError(f"handler failed on {envelope.sequence}")
+        self.delivered.extend(envelopes)
         self._notify()
 
     def delivered_ids(self) -> set[uuid.UUID]:

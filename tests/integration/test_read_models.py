@@ -111,18 +111,18 @@ async def test_catalogs_stock_levels_follow_the_newest_event(connect: Connect) -
     assert inventory_itself.asked == [{1, 2}]
 
     first = stock_changed(1, 10, 2, sequence=5, warehouse="north")  # unknown keys: ignored
-    await deliver(first)
+    await deliver([first])
     assert await levels.available([1, 2, 1]) == {1: 8, 2: 7}
     assert inventory_itself.asked[-1] == {2}
     inventory_itself.asked.clear()
 
-    await deliver(stock_changed(1, 10, 0, sequence=3))  # older: ignored
+    await deliver([stock_changed(1, 10, 0, sequence=3)])  # older: ignored
     assert await levels.available([1]) == {1: 8}
 
-    await deliver(stock_changed(1, 4, 1, sequence=9))
+    await deliver([stock_changed(1, 4, 1, sequence=9)])
     assert await levels.available([1]) == {1: 3}
 
-    await deliver(first)  # delivered again: ignored (the inbox has it)
+    await deliver([first])  # delivered again: ignored (the inbox has it)
     assert await levels.available([1]) == {1: 3}
     assert inventory_itself.asked == []  # a product the model knows is never asked of it
 
@@ -190,24 +190,24 @@ async def test_the_carts_products_follow_the_newest_event(connect: Connect) -> N
     catalog_itself.asked.clear()
 
     first = product_changed(1, "Teapot", 1_500, sequence=4)
-    await deliver(first)
-    await deliver(product_changed(2, "Cup", 250, sequence=6))
+    await deliver([first])
+    await deliver([product_changed(2, "Cup", 250, sequence=6)])
     assert await products.entries([1, 2, 3]) == {
         1: entry(1, "Teapot", 1_500),
         2: entry(2, "Cup", 250),
     }
 
-    await deliver(product_changed(1, "Old teapot", 900, sequence=2))  # older: ignored
-    await deliver(first)  # delivered again: ignored
+    await deliver([product_changed(1, "Old teapot", 900, sequence=2)])  # older: ignored
+    await deliver([first])  # delivered again: ignored
     assert await products.entries([1]) == {1: entry(1, "Teapot", 1_500)}
 
-    await deliver(product_changed(1, "Big teapot", 2_000, sequence=7))
+    await deliver([product_changed(1, "Big teapot", 2_000, sequence=7)])
     assert await products.entries([1]) == {1: entry(1, "Big teapot", 2_000)}
 
-    await deliver(product_deleted(1, sequence=8))
+    await deliver([product_deleted(1, sequence=8)])
     assert await products.entries([1, 2]) == {2: entry(2, "Cup", 250)}
 
-    await deliver(product_changed(1, "Big teapot", 2_000, sequence=7))  # older than the delete
+    await deliver([product_changed(1, "Big teapot", 2_000, sequence=7)])  # older than the delete
     assert await products.entries([1]) == {}
     assert catalog_itself.asked == [{3}]  # a known product, deleted or not, is never asked
 
@@ -216,8 +216,8 @@ async def test_a_deletion_that_arrives_first_hides_the_product_for_good(connect:
     db = await connect(["cart"])
     deliver = delivery(db, cart_inbox, CART_SUBSCRIPTIONS)
 
-    await deliver(product_deleted(5, sequence=10))
-    await deliver(product_changed(5, "Vase", 3_000, sequence=9))  # late, and older
+    await deliver([product_deleted(5, sequence=10)])
+    await deliver([product_changed(5, "Vase", 3_000, sequence=9)])  # late, and older
 
     catalog_itself = AskedCatalog()
     assert await ProductsReadModel(db, catalog_itself).entries([5]) == {}

@@ -316,7 +316,8 @@ async def test_a_relay_retries_after_a_failed_pass(db: Database) -> None:
 
 async def test_a_failing_handler_gets_the_event_again_on_the_next_pass(db: Database) -> None:
     bus = InProcessBus()
-    await bus.subscribe("kata", [Noted.TYPE], consumer(db, inbox, {Noted.TYPE: failing(1, 1)}))
+    # It fails twice on item 1: in the pass's batch, and again alone.
+    await bus.subscribe("kata", [Noted.TYPE], consumer(db, inbox, {Noted.TYPE: failing(2, 1)}))
     relay = Relay("kata", db, outbox, bus)
     await note(db, (1, "a"), (2, "a"))
 
@@ -335,6 +336,33 @@ async def test_a_failing_handler_gets_the_event_again_on_the_next_pass(db: Datab
     assert await inbox_size(db) == 2
     assert [published for *_, published in await outbox_rows(db)] == [True, True]
     assert bus.dead == []
+
+
+async def test_a_batch_that_fails_is_delivered_one_by_one_in_the_same_pass(db: Database) -> None:
+    """A pass hands a consumer its events in one transaction; when that fails, the same pass
+    delivers them one by one, so a failure that does not come back costs no second pass."""
+    bus = InProcessBus()
+    await bus.subscribe("kata", [Noted.TYPE], consumer(db, inbox, {Noted.TYPE: failing(1, 2)}))
+    relay = Relay("kata", db, outbox, bus)
+    await note(db, (1, "a"), (2, "a"), (3, "a"))
+
+    assert await relay.publish_pending() == 3
+
+    assert await times_applied(db) == {1: 1, 2: 1, 3: 1}
+    assert await inbox_size(db) == 3
+    assert [published for *_, published in await outbox_rows(db)] == [True, True, True]
+
+
+async def test_a_consumer_applies_a_batch_in_order_and_an_event_twice_in_it_once(
+    db: Database,
+) -> None:
+    deliver = consumer(db, inbox, {Noted.TYPE: count_effect})
+    first, second = envelope(4, "a", 1), envelope(5, "b", 2)
+
+    await deliver([first, second, first])
+
+    assert await times_applied(db) == {4: 1, 5: 1}
+    assert await inbox_size(db) == 2
 
 
 async def test_a_handler_failing_past_the_limit_is_dead_lettered_and_the_rest_flows(
@@ -398,8 +426,8 @@ async def test_a_consumer_applies_an_event_once_when_it_is_delivered_twice(
     deliver = consumer(db, inbox, {Noted.TYPE: count_effect})
     event = envelope(4, "a", 1)
 
-    await deliver(event)
-    await deliver(event)
+    await deliver([event])
+    await deliver([event])
 
     assert await times_applied(db) == {4: 1}
     assert await inbox_size(db) == 1
@@ -412,11 +440,11 @@ async def test_a_handler_that_fails_leaves_no_inbox_row_so_the_event_is_applied_
     event = envelope(4, "a", 1)
 
     with pytest.raises(RuntimeError):
-        await deliver(event)
+        await deliver([event])
     assert await inbox_size(db) == 0
     assert await times_applied(db) == {}
 
-    await deliver(event)
+    await deliver([event])
 
     assert await times_applied(db) == {4: 1}
     assert await inbox_size(db) == 1
@@ -425,7 +453,7 @@ async def test_a_handler_that_fails_leaves_no_inbox_row_so_the_event_is_applied_
 async def test_a_consumer_ignores_the_types_it_has_no_handler_for(db: Database) -> None:
     deliver = consumer(db, inbox, {"kata.Other": count_effect})
 
-    await deliver(envelope(4, "a", 1))
+    await deliver([envelope(4, "a", 1)])
 
     assert await times_applied(db) == {}
     assert await inbox_size(db) == 0
