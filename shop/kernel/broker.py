@@ -262,8 +262,9 @@ class _Consumer:
             except Exception:  # noqa: S110 (found again, and logged, one by one below)
                 pass
             else:
-                for message, _ in arrived:
-                    await _settle(message.ack())
+                # One ack for the batch: its channel is this consumer's alone, and every
+                # delivery before the batch's last one is settled by now (in queue order).
+                await _settle(arrived[-1][0].ack(multiple=True))
                 return
         # One of them failed (or there is one): one by one, so that only that one goes back.
         for message, envelope in arrived:
