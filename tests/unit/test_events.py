@@ -91,6 +91,12 @@ class RecordingBus:
         with anyio.fail_after(5):
             await self.arrived.wait()
 
+    async def published_count(self, count: int) -> None:
+        """Wait until ``count`` envelopes were published in all (some may be already)."""
+        with anyio.fail_after(5):
+            while len(self.published) < count:
+                await self.arrived.wait()
+
     async def declare(self, consumers: Mapping[str, Sequence[str]]) -> None:
         raise NotImplementedError
 
@@ -291,9 +297,9 @@ async def test_a_running_relay_is_woken_by_the_commit_that_recorded(db: Database
     await note(db, (5, "first"))
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(relay.run)
-        await bus.next_publish()  # its first pass; then it waits
+        await bus.published_count(1)  # its first pass; then it waits
         await note(db, (5, "woken"))
-        await bus.next_publish()
+        await bus.published_count(2)  # the commit woke it (perhaps before note returned)
         tasks.cancel_scope.cancel()
 
     assert [e.payload["value"] for _, e in bus.published] == ["first", "woken"]
