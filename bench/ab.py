@@ -28,7 +28,7 @@ from pathlib import Path
 
 from bench import procs
 from bench import report as rep
-from bench.deploy import REPO, Deployment, say, server_env
+from bench.deploy import REPO, Deployment, forget_broker, say, server_env
 from bench.plans import Plan
 from bench.runner import Bench
 from launcher import Launcher, Timeouts, topologies
@@ -61,6 +61,8 @@ def served_from(label: str, checkout: Path, topology_file: str, out: Path) -> It
         yield launcher
     finally:
         launcher.stop_all()
+        if launcher.topology.bus == "rabbitmq":
+            forget_broker(env)
 
 
 @contextmanager

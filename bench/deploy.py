@@ -5,6 +5,7 @@ on scratch SQLite databases under the results folder, and always stopped: the mo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -17,11 +18,14 @@ from pathlib import Path
 
 from bench import procs
 from bench.plans import Plan
+from composition.app import forget_broker_names
 from composition.contexts import declared
+from composition.settings import DeployableSettings
 from kata import steps as kata
 from launcher import Launcher, LauncherError, Timeouts, topologies
 from launcher.processes import free_port, stop_process, wait_answering
 from shop.identity.tokens import write_key_file
+from shop.kernel.broker import RabbitBus
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_EMAIL = "admin@shopkata.local"
@@ -231,6 +235,18 @@ def launched(
         yield deployment
     finally:
         launcher.stop_all()
+        if launcher.topology.bus == "rabbitmq":
+            forget_broker(env)
+
+
+def forget_broker(env: Mapping[str, str]) -> None:
+    """Delete the run's exchanges and queues (its own prefix) from the shared broker."""
+    url = env.get("SHOP_BROKER_URL") or DeployableSettings().broker_url.get_secret_value()
+    bus = RabbitBus(url, prefix=env["SHOP_BUS_PREFIX"])
+    try:
+        asyncio.run(forget_broker_names(bus))
+    except Exception as exc:  # the results matter more than a tidy broker
+        say(f"could not delete the run's names on the broker ({exc})")
 
 
 @contextlib.contextmanager

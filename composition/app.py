@@ -114,6 +114,20 @@ def _bus(settings: DeployableSettings, topology: Topology | None) -> Bus:
     return InProcessBus()
 
 
+async def forget_broker_names(bus: RabbitBus) -> None:
+    """Delete every exchange and queue the shop's processes declare under ``bus``'s prefix:
+    for a deployment taken down for good (a benchmark's, a test's)."""
+    contexts = declared().values()
+    await bus.delete(
+        consumers=[context.name for context in contexts if context.subscriptions],
+        sources=[
+            context.name
+            for context in contexts
+            if context.outbox is not None or context.subscriptions
+        ],
+    )
+
+
 async def _start_events(runtime: Runtime, served: tuple[Context, ...], bus: Bus) -> None:
     """Declare every consumer of the shop on the bus, subscribe the served ones, then start
     a relay per served publisher; all in the background, again until the bus answers (a

@@ -10,11 +10,13 @@ start (:meth:`RabbitBus.declare`), so an event published before its consumer's f
 waits in that consumer's queue; an event no context reads is confirmed and dropped.
 
 Each consuming context has a durable quorum queue, ``shop.<context>``, bound to the
-exchanges of the types it reads. Messages are acked after ``deliver`` returns and returned
-to the queue when it raises; the quorum queue counts the deliveries and, past the delivery
-limit, moves the message through ``shop.dead-letter`` to ``shop.<context>.dead``. A body
-that is no envelope goes there at once. One subscription delivers one message at a time,
-in queue order (a returned message comes back after the ones already fetched).
+exchanges of the types it reads. One subscription applies its messages in queue order, in
+batches of what has arrived (up to the prefetch), each batch one ``deliver`` and one ack; a
+batch that fails is delivered again one message at a time, and a message that fails alone
+is returned to the queue (it comes back after the ones already fetched). The quorum queue
+counts the deliveries and, past the delivery limit, moves the message through
+``shop.dead-letter`` to ``shop.<context>.dead``. A body that is no envelope goes there at
+once.
 
 aio-pika's robust connection reconnects after the broker restarts and declares the
 exchanges, queues, bindings and consumers again; publishing fails while it is away.
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -101,6 +103,21 @@ class RabbitBus:
     @property
     def dead_letter_exchange(self) -> str:
         return f"{self.prefix}.{DEAD_LETTER}"
+
+    async def delete(self, *, consumers: Iterable[str], sources: Iterable[str]) -> None:
+        """Delete the queues of ``consumers``, the exchanges of ``sources`` and the
+        dead-letter exchange, under this bus's prefix, with whatever they hold: for a
+        deployment taken down for good (a benchmark's, a test's), whose names would
+        otherwise stay on the broker."""
+        connection = await aio_pika.connect(self.url, timeout=10)
+        async with connection:
+            channel = await connection.channel()
+            for consumer in consumers:
+                await channel.queue_delete(self.queue_name(consumer))
+                await channel.queue_delete(self.dead_queue_name(consumer))
+            for source in sources:
+                await channel.exchange_delete(self.exchange_name(source))
+            await channel.exchange_delete(self.dead_letter_exchange)
 
     # --- the connection ----------------------------------------------------------------
 

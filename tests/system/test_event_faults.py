@@ -51,7 +51,7 @@ import pytest
 from sqlalchemy import Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from composition.contexts import declared
+from composition.app import forget_broker_names
 from launcher import Launcher, Timeouts
 from shop.cart import models as cart_models
 from shop.catalog import models as catalog_models
@@ -123,22 +123,6 @@ class Shop:
     """Not connected: only its names (the deployment's prefix)."""
 
 
-async def _delete_names(url: str, bus: RabbitBus) -> None:
-    """Every exchange and queue the shop's processes declare under ``bus``'s prefix."""
-    contexts = declared().values()
-    connection = await aio_pika.connect(url, timeout=10)
-    async with connection:
-        channel = await connection.channel()
-        for context in contexts:
-            if context.subscriptions:
-                await channel.queue_delete(bus.queue_name(context.name))
-                await channel.queue_delete(bus.dead_queue_name(context.name))
-        for context in contexts:
-            if context.outbox is not None or context.subscriptions:
-                await channel.exchange_delete(bus.exchange_name(context.name))
-        await channel.exchange_delete(bus.dead_letter_exchange)
-
-
 @pytest.fixture(scope="module")
 def shop(
     request: pytest.FixtureRequest,
@@ -162,7 +146,7 @@ def shop(
         ) as launcher:
             yield Shop(launcher, url, bus)
     finally:
-        asyncio.run(_delete_names(url, bus))
+        asyncio.run(forget_broker_names(bus))
 
 
 # --------------------------------------------------------------------------- the writes
