@@ -124,6 +124,21 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     return engine
 
 
+class SQLiteSession(AsyncSession):
+    """A session that ``async with`` closes where it is used.
+
+    ``AsyncSession`` closes in a task of its own, so that a cancellation cannot cut the close
+    short; the task costs the event loop two or three cycles, and in a busy process each
+    cycle waits for every request in flight. On SQLite (``shop.kernel.sqlite``) the close
+    returns the connection with no round trip, unless its transaction went to the
+    connection's thread; if a cancellation does cut that short, the pool terminates the
+    connection. PostgreSQL's sessions keep SQLAlchemy's way: their close is a round trip.
+    """
+
+    async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        await self.close()
+
+
 @dataclass(frozen=True)
 class Database:
     """An engine plus its two session factories (reads, and writes that lock early)."""
@@ -138,10 +153,11 @@ class Database:
         write_engine = (
             engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite(url) else engine
         )
+        kind = SQLiteSession if is_sqlite(url) else AsyncSession
         return cls(
             engine=engine,
-            reader=async_sessionmaker(engine, expire_on_commit=False),
-            writer=async_sessionmaker(write_engine, expire_on_commit=False),
+            reader=async_sessionmaker(engine, class_=kind, expire_on_commit=False),
+            writer=async_sessionmaker(write_engine, class_=kind, expire_on_commit=False),
         )
 
     @asynccontextmanager

@@ -346,7 +346,7 @@ def consumer(db: Database, inbox: Table, handlers: Mapping[str, Handler]) -> Del
         wanted = [envelope for envelope in envelopes if envelope.type in handlers]
         if not wanted:
             return
-        async with closing(db.writer()) as session, session.begin():
+        async with db.writer() as session, session.begin():
             first_time = _insert(session, inbox).on_conflict_do_nothing(
                 index_elements=[inbox.c.event_id]
             )
@@ -364,22 +364,6 @@ def consumer(db: Database, inbox: Table, handlers: Mapping[str, Handler]) -> Del
                         await handlers[envelope.type](session, envelope)
 
     return deliver
-
-
-@asynccontextmanager
-async def closing(session: AsyncSession) -> AsyncIterator[AsyncSession]:
-    """``session``, closed where it is used.
-
-    ``async with session`` closes it in a task of its own (SQLAlchemy's guard against a
-    cancellation in the middle of the close), which costs the event loop two or three
-    cycles; in a busy process each cycle waits for every request in flight, and for the
-    relays and consumers that wait was most of an event's lag. A relay's pass is shielded
-    from cancellation; a consumer's batch is cancelled only when its process stops.
-    """
-    try:
-        yield session
-    finally:
-        await session.close()
 
 
 def _insert(session: AsyncSession, table: Table) -> Any:
@@ -472,11 +456,11 @@ class Relay:
         )
         if is_sqlite(str(self.db.engine.url)):
             # One writer at a time: read, publish (in-process handlers write), then mark.
-            async with closing(self.db.reader()) as session:
+            async with self.db.reader() as session:
                 rows = (await session.execute(query)).mappings().all()
             if rows:
                 await self.bus.publish(self.source, self._envelopes(rows))
-                async with closing(self.db.writer()) as session, session.begin():
+                async with self.db.writer() as session, session.begin():
                     await self._mark(session, rows)
             return len(rows)
         # Replicas share the outbox: each takes the rows no other relay holds.
