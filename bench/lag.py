@@ -5,12 +5,19 @@ change in the publisher's transaction) and when it was applied (``received_at``,
 with the read model's update), on the same machine's clock. The lag of the events applied
 in a window is read back from the consumers' own databases after a run: nothing is added to
 the hot path to measure it.
+
+The events counted are those that *happened* in the window. Counting those applied in it
+instead would charge the window with the backlog of the step before (a saturated one, whose
+events are still being applied when the next step begins). Events that happened near the
+window's end may still be on their way when it closes: the reading waits until the count
+stops growing (a few seconds at most).
 """
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,28 +61,41 @@ async def _lags(url: str, table: str, since: datetime, until: datetime) -> list[
     return [
         (received - occurred).total_seconds() * 1000
         for occurred, received in pairs
-        if since <= received <= until
+        if since <= occurred <= until
     ]
 
 
-def event_lags(consumers: Mapping[str, str], since: datetime, until: datetime) -> list[Lag]:
-    """The lag of the events each consumer (context -> its database URL) applied in the
-    window; consumers that applied none are left out."""
+def event_lags(
+    consumers: Mapping[str, str],
+    since: datetime,
+    until: datetime,
+    *,
+    settle: float = 0.5,
+    patience: float = 10.0,
+) -> list[Lag]:
+    """The lag of the events that happened in the window, for each consumer (context -> its
+    database URL); consumers that applied none are left out. Read again every ``settle``
+    seconds until no consumer applied another of them meanwhile, or ``patience`` ran out."""
+
+    async def read() -> dict[str, list[float]]:
+        return {
+            consumer: await _lags(url, f"{consumer}_inbox", since, until)
+            for consumer, url in consumers.items()
+        }
 
     async def measure() -> list[Lag]:
-        found = []
-        for consumer, url in consumers.items():
-            lags = await _lags(url, f"{consumer}_inbox", since, until)
-            if lags:
-                found.append(
-                    Lag(
-                        consumer,
-                        len(lags),
-                        statistics.median(lags),
-                        _percentile(lags, 0.99),
-                        max(lags),
-                    )
-                )
-        return found
+        found = await read()
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            await asyncio.sleep(settle)
+            again = await read()
+            if all(len(again[name]) == len(found[name]) for name in found):
+                break
+            found = again
+        return [
+            Lag(consumer, len(lags), statistics.median(lags), _percentile(lags, 0.99), max(lags))
+            for consumer, lags in found.items()
+            if lags
+        ]
 
     return asyncio.run(measure())

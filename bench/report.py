@@ -20,7 +20,9 @@ GATEWAY_TAX_TARGET = 0.85
 THROUGHPUT_RATIO_TARGET = 0.85
 """With the read models of kata step 7 the services answer product views and carts without
 asking another service (0.75 before events)."""
-P50_RATIO_TARGET = 1.5
+P50_RATIO_TARGET = 2.0
+"""Services' p50 at half the monolith's best rate, at most this many times the monolith's
+(issue 12; 1.5 before events)."""
 CPU_RATIO_TARGET = 1.4
 """Services' CPU per shopper request at most this many times the monolith's."""
 EVENT_LAG_P99_TARGET_MS = 250.0

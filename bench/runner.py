@@ -212,7 +212,7 @@ class Bench:
 
     def fixed_rate(self, deployment: Deployment, rate: float, seconds: int | None = None) -> None:
         """The shopper mix at a fixed total rate (tasks/s) over HALF_LOAD_USERS users; then
-        the lag of the events applied meanwhile, from the consumers' inboxes."""
+        the lag of the events that happened meanwhile, from the consumers' inboxes."""
         since = datetime.now(UTC)
         for repeat in range(1, self.plan.reference_repeats + 1):
             self.locust(

@@ -29,6 +29,7 @@ import json
 import os
 import random
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ SORTS = ["id", "name", "-name", "price", "-price", "newest"]
 SEARCH_WORDS = [*MATERIALS, *NOUNS]
 BROWSE_PAGES = 5
 SETTLE_ATTEMPTS = 3  # resends of a cart write that failed with 5xx
+BUSY_WAITS = 30  # sign-in flood: times a shopper waits for Retry-After before giving up
 """Browsing looks at the first few pages of a category (50 products at 20 a page)."""
 
 
@@ -85,6 +87,39 @@ def _body(response: Any) -> Any:
         return None
 
 
+def _busy(response: Any) -> float | None:
+    """The ``Retry-After`` of a 503 ``sign-in-busy``: identity's answer to a flood of
+    sign-ins (more password hashes at once than it computes, docs/api.md). It is the promised
+    answer, not a failure: a client waits that long and asks again, as a shopper does here
+    when a whole ladder step of them signs up in the same second."""
+    if response.status_code != 503:
+        return None
+    body = _body(response)
+    if not isinstance(body, dict) or not str(body.get("type", "")).endswith("/sign-in-busy"):
+        return None
+    return _retry_after(response)
+
+
+def _in_flight(response: Any) -> float | None:
+    """The ``Retry-After`` of a 409 ``idempotency-key-in-flight``: the checkout under that
+    key is still running, and asking again with the same key gets its outcome."""
+    if response.status_code != 409:
+        return None
+    body = _body(response)
+    if not isinstance(body, dict) or not str(body.get("type", "")).endswith(
+        "/idempotency-key-in-flight"
+    ):
+        return None
+    return _retry_after(response)
+
+
+def _retry_after(response: Any) -> float:
+    try:
+        return max(0.1, float(response.headers.get("Retry-After") or 1))
+    except ValueError:
+        return 1.0
+
+
 class _ShopUser(FastHttpUser):
     abstract = True
     wait_time = _wait()
@@ -112,15 +147,23 @@ class ShopperUser(_ShopUser):
         self.token = ""
         email = f"shopper-{uuid.uuid4().hex}@loadtest.example"
         body = {"email": email, "password": PASSWORD, "name": "Load Shopper"}
-        with self.client.post(
-            "/auth/register", json=body, name="/auth/register", catch_response=True
-        ) as response:
-            self.check(
-                response,
-                checks.check_registered(response.status_code, _body(response), email=email),
-            )
-            # A 5xx leaves the account's creation unknown: it may still land.
-            unknown = response.status_code >= 500 or response.status_code == 0
+        for _ in range(BUSY_WAITS):
+            with self.client.post(
+                "/auth/register", json=body, name="/auth/register", catch_response=True
+            ) as response:
+                if (delay := _busy(response)) is not None:
+                    response.success()
+                    time.sleep(delay)  # cooperative: Locust runs on gevent
+                    continue
+                self.check(
+                    response,
+                    checks.check_registered(response.status_code, _body(response), email=email),
+                )
+                # A 5xx leaves the account's creation unknown: it may still land.
+                unknown = response.status_code >= 500 or response.status_code == 0
+                break
+        else:
+            raise StopUser
         self._sign_in(email, body, registration_unknown=unknown)
         self.categories()
         self.browse()
@@ -130,7 +173,8 @@ class ShopperUser(_ShopUser):
         the login says the account does not exist (201 or 409 both mean it exists now). A
         shopper that cannot sign in stops, instead of sending every request without a token."""
         form = urlencode({"username": email, "password": PASSWORD})
-        for _ in range(SETTLE_ATTEMPTS):
+        attempts = busy_waits = 0
+        while attempts < SETTLE_ATTEMPTS:
             with self.client.post(
                 "/auth/token",
                 data=form,
@@ -139,6 +183,12 @@ class ShopperUser(_ShopUser):
                 catch_response=True,
             ) as response:
                 payload = _body(response)
+                if (delay := _busy(response)) is not None and busy_waits < BUSY_WAITS:
+                    response.success()
+                    busy_waits += 1
+                    time.sleep(delay)  # cooperative: Locust runs on gevent
+                    continue
+                attempts += 1
                 if registration_unknown and response.status_code == 401:
                     response.success()  # right answer: the account is not there (yet)
                 elif self.check(response, checks.check_token(response.status_code, payload)):
@@ -307,22 +357,33 @@ class ShopperUser(_ShopUser):
             if not self.cart:
                 return
         body = {"card_number": CARD, "shipping_address": ADDRESS}
-        with self.client.post(
-            "/orders",
-            json=body,
-            headers={**self.auth, "Idempotency-Key": uuid.uuid4().hex},
-            name="/orders POST",
-            catch_response=True,
-        ) as response:
-            payload = _body(response)
-            reason = checks.check_order(response.status_code, payload, expected_status=201)
-            if reason is None:
-                bought = {line["product_id"]: line["quantity"] for line in payload["items"]}
-                if bought != self.cart:
-                    reason = f"order holds {bought}, the cart held {self.cart}"
-            if self.check(response, reason):
-                self.order_ids.append(payload["id"])
-            self.cart.clear()  # emptied by a checkout; a failed one is resynced below
+        key = uuid.uuid4().hex
+        for attempt in range(1, BUSY_WAITS + 1):
+            with self.client.post(
+                "/orders",
+                json=body,
+                headers={**self.auth, "Idempotency-Key": key},
+                name="/orders POST",
+                catch_response=True,
+            ) as response:
+                delay = _in_flight(response)
+                if delay is not None and attempt < BUSY_WAITS:
+                    # The checkout runs on (a step waits on a slow service): its key's
+                    # outcome is asked again after Retry-After, as docs/api.md tells a
+                    # client to. The last answer counts as it is.
+                    response.success()
+                    time.sleep(delay)  # cooperative: Locust runs on gevent
+                    continue
+                payload = _body(response)
+                reason = checks.check_order(response.status_code, payload, expected_status=201)
+                if reason is None:
+                    bought = {line["product_id"]: line["quantity"] for line in payload["items"]}
+                    if bought != self.cart:
+                        reason = f"order holds {bought}, the cart held {self.cart}"
+                if self.check(response, reason):
+                    self.order_ids.append(payload["id"])
+                self.cart.clear()  # emptied by a checkout; a failed one is resynced below
+                break
         if reason is not None:
             self.client.delete("/cart", headers=self.auth, name="/cart DELETE")
 
