@@ -240,9 +240,11 @@ class _Consumer:
     """One subscription's message callback: deliveries applied in queue order, in batches.
 
     aio-pika runs each delivery in a task of its own. Each task adds its message to the
-    pending ones and waits for the lock (first come, first served); the task that gets it
-    applies every message pending by then in one batch (up to the channel's prefetch), so
-    a consumer that fell behind catches up with one transaction per batch, not per event.
+    pending ones; if no task is applying them, it does so itself: everything pending at
+    once (up to the channel's prefetch), batch after batch until none is left. A consumer
+    that fell behind catches up with one transaction per batch, not per event, and the
+    tasks whose messages another took return at once. (They used to queue on a lock, each
+    waiting one event-loop cycle to find nothing left: under load, most of an event's lag.)
     """
 
     def __init__(self, consumer: str, deliver: Deliver, retry_delay: float) -> None:
@@ -250,14 +252,19 @@ class _Consumer:
         self.deliver = deliver
         self.retry_delay = retry_delay
         self._pending: list[AbstractIncomingMessage] = []
-        self._one_batch_at_a_time = asyncio.Lock()
+        self._applying = False
 
     async def __call__(self, message: AbstractIncomingMessage) -> None:
         self._pending.append(message)
-        async with self._one_batch_at_a_time:
-            batch, self._pending = self._pending, []
-            if batch:
+        if self._applying:
+            return  # the task applying the batches takes this one too, in order
+        self._applying = True
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
                 await self._apply(batch)
+        finally:
+            self._applying = False
 
     async def _apply(self, messages: Sequence[AbstractIncomingMessage]) -> None:
         arrived: list[tuple[AbstractIncomingMessage, Envelope]] = []
