@@ -22,16 +22,15 @@ from composition.app import forget_broker_names
 from composition.contexts import declared
 from composition.settings import DeployableSettings
 from kata import steps as kata
-from launcher import Launcher, LauncherError, Timeouts, topologies
+from launcher import Launcher, Timeouts, start_on_free_ports, topologies
 from launcher.processes import free_port, stop_process, wait_answering
 from shop.identity.tokens import write_key_file
 from shop.kernel.broker import RabbitBus
+from shop.kernel.topology import Topology
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_EMAIL = "admin@shopkata.local"
 ADMIN_PASSWORD = "shopkata-admin"  # noqa: S105 (the local development default)
-START_ATTEMPTS = 3
-"""Starts of one topology tried when another program takes one of its ports meanwhile."""
 
 
 def say(text: str) -> None:
@@ -202,27 +201,25 @@ def launched(
     key_file.unlink(missing_ok=True)
     write_key_file(key_file)  # 0600: identity refuses a key file others can read
     env = server_env(scratch, key_file)
-    for attempt in range(1, START_ATTEMPTS + 1):
-        topology = topologies.resolve(topology_file, replicas=replicas)
-        topology = topologies.relocate(topology, offset=topologies.free_port_offset(topology))
-        databases = {name: f"sqlite+aiosqlite:///{scratch / name}.db" for name in topology.services}
-        launcher = Launcher(
+
+    def make(topology: Topology) -> Launcher:
+        return Launcher(
             topology,
-            databases=databases,
+            databases={
+                name: f"sqlite+aiosqlite:///{scratch / name}.db" for name in topology.services
+            },
             run_dir=scratch / "run",
             env=env,
             cwd=REPO,
             timeouts=Timeouts(migrate=120, ready=60, stop=10, seed=600),
             progress=lambda line: say(f"{label}: {line}"),
         )
-        try:
-            launcher.start_all()
-            break
-        except LauncherError as exc:
-            # The machine is shared: a port found free may be taken before it is bound.
-            if "already in use" not in str(exc) or attempt == START_ATTEMPTS:
-                raise
-            say(f"{label}: a port was taken meanwhile; starting again on other ports")
+
+    launcher = start_on_free_ports(
+        topologies.resolve(topology_file, replicas=replicas),
+        make,
+        retrying=lambda: say(f"{label}: a port was taken meanwhile; starting again on other ports"),
+    )
     try:
         url = entry_url(launcher)
         seed_over_http(url, plan, env, scratch / "seed.log")

@@ -11,7 +11,16 @@ from launcher.core import (
     LauncherError,
     ProcessInfo,
     Timeouts,
+    start_on_free_ports,
 )
 from launcher.processes import log_tail
 
-__all__ = ["GATEWAY", "Launcher", "LauncherError", "ProcessInfo", "Timeouts", "log_tail"]
+__all__ = [
+    "GATEWAY",
+    "Launcher",
+    "LauncherError",
+    "ProcessInfo",
+    "Timeouts",
+    "log_tail",
+    "start_on_free_ports",
+]

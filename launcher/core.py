@@ -562,3 +562,31 @@ class Launcher:
             processes.reap(process)
         except processes.ProcessError as exc:  # pragma: no cover (a kernel-level hang)
             raise LauncherError(str(exc)) from exc
+
+
+START_ATTEMPTS = 3
+"""Starts of one topology tried when another program takes one of its ports meanwhile."""
+
+
+def start_on_free_ports(
+    topology: Topology,
+    make: Callable[[Topology], Launcher],
+    *,
+    attempts: int = START_ATTEMPTS,
+    retrying: Callable[[], None] | None = None,
+) -> Launcher:
+    """``make(topology moved to free ports).start_all()``, again on other free ports when a
+    port found free was taken before its process bound it (the machine is shared); the
+    started launcher. ``retrying`` is called before each new attempt."""
+    for attempt in range(1, attempts + 1):
+        launcher = make(topologies.relocate(topology, offset=topologies.free_port_offset(topology)))
+        try:
+            launcher.start_all()
+            return launcher
+        except LauncherError as exc:
+            launcher.stop_all()
+            if "already in use" not in str(exc) or attempt == attempts:
+                raise
+            if retrying is not None:
+                retrying()
+    raise AssertionError("unreachable: the last attempt returns or raises")

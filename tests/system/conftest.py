@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from launcher import Launcher, LauncherError, Timeouts, topologies
+from launcher import Launcher, Timeouts, start_on_free_ports, topologies
 from launcher.processes import free_port, stop_process, wait_answering
 from shop.identity.tokens import write_key_file
 from tests import support
@@ -319,10 +319,6 @@ def require_services() -> None:
     )
 
 
-START_ATTEMPTS = 3
-"""Starts of one topology tried when another program takes one of its ports meanwhile."""
-
-
 @contextlib.contextmanager
 def launched(
     topology_file: str,
@@ -340,9 +336,9 @@ def launched(
     try:
         for name in topology.services:
             urls[name] = asyncio.run(support.create_scratch_database(tmp))
-        for attempt in range(1, START_ATTEMPTS + 1):
-            moved = topologies.relocate(topology, offset=topologies.free_port_offset(topology))
-            launcher = Launcher(
+        launcher = start_on_free_ports(
+            topology,
+            lambda moved: Launcher(
                 moved,
                 databases=urls,
                 run_dir=tmp / "run",
@@ -350,15 +346,8 @@ def launched(
                 cwd=REPO,
                 timeouts=timeouts,
                 progress=print,
-            )
-            try:
-                launcher.start_all()
-                break
-            except LauncherError as exc:
-                launcher.stop_all()
-                # The machine is shared: a port found free may be taken before it is bound.
-                if "already in use" not in str(exc) or attempt == START_ATTEMPTS:
-                    raise
+            ),
+        )
         try:
             yield launcher
         finally:
