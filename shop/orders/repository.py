@@ -108,12 +108,23 @@ async def take_lease(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def drop_lease(session: AsyncSession, order_id: uuid.UUID, *, owner: str) -> None:
-    """Give the lease up at once (the holder leaves the order to whoever comes next)."""
+async def drop_lease(
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    *,
+    owner: str,
+    expired_at: datetime | None = None,
+) -> None:
+    """Give the lease up at once (the holder leaves the order to whoever comes next).
+
+    ``expired_at``: the expiry to leave behind, a past one (None: none). Recovery, which
+    only looked, puts back the lease it took over, so the order still shows when its last
+    runner stopped answering for it.
+    """
     await session.execute(
         update(Order)
         .where(Order.id == order_id, Order.lease_owner == owner)
-        .values(lease_owner=None, lease_expires_at=None)
+        .values(lease_owner=None, lease_expires_at=expired_at)
         .execution_options(synchronize_session=False)
     )
 

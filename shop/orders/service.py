@@ -195,9 +195,12 @@ class _Runner:
         """
         return await _retrying(call, self.deadline, between=self.hold)
 
-    async def release(self) -> None:
+    async def release(self, *, expired_at: datetime | None = None) -> None:
+        """Give the lease up (``expired_at``: the past expiry to leave on the order)."""
         async with self.db.writer() as session, session.begin():
-            await repository.drop_lease(session, self.order_id, owner=self.owner)
+            await repository.drop_lease(
+                session, self.order_id, owner=self.owner, expired_at=expired_at
+            )
 
     async def finish(
         self, status: OrderStatus, *, error: ShopError | None = None
@@ -594,7 +597,10 @@ async def _recover(
         and patient
         and utcnow() < _patience_of(order, settings)
     ):
-        await runner.release()  # the client's retry, which has the card, may go on with it
+        # The client's retry, which has the card, may go on with it. The lease taken over
+        # is put back as it was, so that the next pass's patience still counts from when
+        # the last runner stopped answering (not from the order's creation).
+        await runner.release(expired_at=order.lease_expires_at)
         return False
     if charge is ChargeStatus.CAPTURED:
         await runner.persist(lambda: ports.stock.commit(order_id))
