@@ -4,13 +4,14 @@ Starts a trivial JSON server (a bare ASGI app under uvicorn, its own process, kn
 free 127.0.0.1 port, pinned to CPU 0, pins this process to CPU 1, then sends the same
 ``GET /internal/x?ids=1&ids=2`` over sockets in each mode, interleaved, ``--rounds`` times:
 
-- ``aiohttp-transport``: :class:`shop.kernel.http.Upstream` given no transport, the
+- ``socket-transport``: :class:`shop.kernel.http.Upstream` given no transport, the
   production path (``httpx2`` requests handed to
-  :class:`shop.kernel.transport.AiohttpTransport`);
+  :class:`shop.kernel.transport.SocketTransport`);
 - ``httpx2-pool``: the same class given ``httpx2.AsyncHTTPTransport()`` (httpx2's own socket
   pool; what every call used before aiohttp);
-- ``raw-aiohttp``: a bare ``aiohttp.ClientSession`` tuned the same way, no ``Upstream``, no
-  httpx2: the floor, so the rest is the cost of the client above the transport.
+- ``raw-aiohttp``: a bare ``aiohttp.ClientSession`` (keep-alive pool, no cookies, no
+  automatic headers), no ``Upstream``, no httpx2: the transport the shop used before, alone,
+  for reference.
 
 It prints, per mode, the median over the rounds of the caller's CPU microseconds per call
 (``time.process_time``), the server's, and calls per second. A program, not a test.
@@ -36,7 +37,7 @@ from bench import procs
 from bench.deploy import REPO
 from launcher.processes import free_port, stop_process, wait_answering
 from shop.kernel.http import Upstream
-from shop.kernel.transport import session as tuned_session
+from shop.kernel.transport import SocketTransport
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -44,7 +45,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 BODY = json.dumps({str(i): 100_000 for i in range(1, 3)}).encode()
 
-MODES = ("aiohttp-transport", "httpx2-pool", "raw-aiohttp")
+MODES = ("socket-transport", "httpx2-pool", "raw-aiohttp")
 TIMEOUT = aiohttp.ClientTimeout(sock_connect=1.0, sock_read=5.0)
 
 Call = Callable[[], Awaitable[None]]
@@ -91,10 +92,16 @@ def _raw_call(session: aiohttp.ClientSession, url: str) -> Call:
 async def _open(mode: str, url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
     """The call of ``mode`` and what closes its client."""
     if mode == "raw-aiohttp":
-        # aiohttp alone, tuned as the transport tunes it (its timeouts given per call there).
-        session = tuned_session()
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=4.0),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+            auto_decompress=False,
+        )
         return _raw_call(session, url), session.close
-    transport = httpx2.AsyncHTTPTransport() if mode == "httpx2-pool" else None
+    transport: httpx2.AsyncBaseTransport = (
+        httpx2.AsyncHTTPTransport() if mode == "httpx2-pool" else SocketTransport()
+    )
     upstream = Upstream("bench", [url], transport=transport)
     return _upstream_call(upstream), upstream.aclose
 

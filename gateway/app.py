@@ -146,7 +146,7 @@ def create_app(
 
     ``transports`` maps service names to httpx2 transports (tests pass
     ``httpx2.ASGITransport(app=...)``); the other services are reached over sockets, on the
-    aiohttp transport. ``routes`` are ``(prefix, service)`` pairs; ``None`` takes
+    socket transport. ``routes`` are ``(prefix, service)`` pairs; ``None`` takes
     ``settings.routes``. The gateway knows no context: the shop's own table is derived from
     the contexts' declarations by ``composition.gateway.create_app``, which calls this.
     """

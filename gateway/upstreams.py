@@ -19,7 +19,7 @@ import httpx2
 from gateway.settings import GatewaySettings
 from shop.kernel.http import CircuitBreaker, RequestBody, Timeouts, Upstream
 from shop.kernel.topology import ServiceSpec
-from shop.kernel.transport import AiohttpTransport
+from shop.kernel.transport import SocketTransport
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
@@ -108,7 +108,7 @@ def upstreams(
             name,
             urls,
             transport=transport
-            or AiohttpTransport(limit=0, limit_per_host=settings.max_connections_per_upstream),
+            or SocketTransport(limit=0, limit_per_host=settings.max_connections_per_upstream),
             timeouts=in_process if transport else sockets,
             # Each replica once, at once: only a request that never left goes again.
             retries=len(urls) - 1,

@@ -8,9 +8,10 @@ what can go wrong (:class:`CallFailure`) with the problem each failure is answer
 
 One way to send: an ``httpx2.Request`` handed to an ``httpx2`` transport. Over sockets
 (production: replicas on 127.0.0.1) the transport is
-:class:`shop.kernel.transport.AiohttpTransport`, a pooled ``aiohttp`` session, which costs
-far less CPU per call than httpx2's own pool (docs/benchmarks.md, docs/gateway.md); the
-tests give ``httpx2.ASGITransport`` to wire apps in process. Everything above the transport
+:class:`shop.kernel.transport.SocketTransport`, pooled HTTP/1.1 connections on the event
+loop's own sockets, which costs far less CPU per call than httpx2's own pool or an aiohttp
+session (docs/benchmarks.md, docs/gateway.md); the tests give ``httpx2.ASGITransport`` to
+wire apps in process. Everything above the transport
 (headers, timeouts, retries, breakers, the answer) is the same code on both.
 
 Every call carries the request id and ``traceparent`` of the request being handled
@@ -39,7 +40,7 @@ from yarl import URL
 
 from shop.kernel import correlation
 from shop.kernel.errors import ServiceUnavailable, ShopError
-from shop.kernel.transport import STREAM, AiohttpTransport, raw_headers
+from shop.kernel.transport import STREAM, SocketTransport, raw_headers
 
 logger = logging.getLogger("shop.http")
 
@@ -417,7 +418,7 @@ class Replica:
 
         Built from the parsed address without parsing ``target`` again: httpx2's URL parser
         costs about 11 us a call, more than the rest of a proxied request's own work; the
-        target is sent as it came (as aiohttp sends a URL marked encoded).
+        target is sent as it came.
         """
         path, mark, query = target.partition("?")
         url = httpx2.URL.__new__(httpx2.URL)
@@ -431,7 +432,7 @@ class Upstream:
     """A resilient client for one upstream service (round robin over its replicas).
 
     Sends ``httpx2`` requests through ``transport``: by default (``None``) an
-    :class:`~shop.kernel.transport.AiohttpTransport` to the replicas' sockets, or the
+    :class:`~shop.kernel.transport.SocketTransport` to the replicas' sockets, or the
     ``httpx2`` transport given (``ASGITransport`` in tests). :meth:`aclose` closes it.
 
     ``breaker`` is one circuit for every replica (the default); ``breakers`` makes one per
@@ -468,11 +469,9 @@ class Upstream:
         ]
         self._next = 0
         self._closed = False
-        self._transport = AiohttpTransport() if transport is None else transport
-        # The aiohttp transport bounds each read of a body itself; any other is watched.
-        self._read_timeout = (
-            None if isinstance(self._transport, AiohttpTransport) else timeouts.read
-        )
+        self._transport = SocketTransport() if transport is None else transport
+        # The socket transport bounds each read of a body itself; any other is watched.
+        self._read_timeout = None if isinstance(self._transport, SocketTransport) else timeouts.read
         self._raw_headers = [
             (name.encode(), value.encode()) for name, value in (headers or {}).items()
         ]
@@ -677,7 +676,7 @@ class Upstream:
                 extensions=extensions,
             )
             if self._read_timeout is None:
-                # The aiohttp transport bounds the pool wait, the connect and each read
+                # The socket transport bounds the pool wait, the connect and each read
                 # itself: no deadline of our own to arm on every proxied request.
                 response = await self._transport.handle_async_request(request)
                 return StreamedResponse(response, replica, None)

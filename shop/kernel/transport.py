@@ -1,27 +1,35 @@
-"""An ``httpx2`` transport that sends over a pooled ``aiohttp`` session.
+"""An ``httpx2`` transport that speaks HTTP/1.1 on the event loop's own sockets.
 
-:mod:`shop.kernel.http` hands every call, the gateway's and the services', as an
-``httpx2.Request`` to an ``httpx2`` transport, so the calls between processes and the calls
-between apps wired in process (tests give it ``httpx2.ASGITransport``) share every line
-above the transport. Over real sockets it gets this transport rather than httpx2's own
-connection pool, which costs about twice the caller's CPU per call and four times the
-gateway's per proxied request (``python -m bench.upstream``, ``python -m bench.gateway``;
-figures in docs/benchmarks.md and docs/gateway.md).
+:mod:`shop.kernel.http` hands every call over sockets, the gateway's and the services', to
+this transport: pooled keep-alive connections to plain-``http`` addresses, each an
+``asyncio.Protocol`` whose answers are parsed by ``httptools`` (the parser uvicorn serves
+with). It does what a call between the shop's own processes needs and nothing else: no
+TLS, no proxies, no cookies, no redirects, no decoding, no header of its own beyond the
+body's framing. That is about half the CPU per call of a pooled ``aiohttp`` session, the
+transport before it (``python -m bench.upstream``; docs/benchmarks.md).
 
-aiohttp's failures are raised as httpx2's exception classes, so a caller tells "never sent"
-(``ConnectError``, ``ConnectTimeout``, ``PoolTimeout``) from "sent, no answer in time"
-(``ReadTimeout``) from "sent, then broken" (``RemoteProtocolError``, ``ReadError``) whichever
-transport it has.
+A request goes exactly as httpx2 built it: its headers as they are (a value with CR, LF or
+NUL in it is refused, never sent), its target as encoded. A body of bytes goes with its
+``Content-Length``; a streamed body (the gateway's caller's) as it comes, with the caller's
+``Content-Length``, else chunked. Per-request timeouts come from the ``timeout`` extension:
+``pool`` bounds the wait for a connection to come free, ``connect`` the connect, ``read``
+each wait for the answer's bytes, and a wait for the socket to take a streamed body's bytes.
+
+Failures are httpx2's exception classes, so a caller tells "never sent" (``ConnectError``,
+``ConnectTimeout``, ``PoolTimeout``) from "sent, no answer in time" (``ReadTimeout``) from
+"sent, then broken" (``RemoteProtocolError``, ``ReadError``, ``WriteError``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, cast
 
-import aiohttp
+import httptools
 import httpx2
-from yarl import URL
 
 from shop.kernel.errors import BadRequest
 
@@ -29,220 +37,569 @@ STREAM = "shop.stream"
 """A request extension: ``True`` asks for the response body as it arrives (the gateway),
 not read whole before the answer is handed over (calls between services)."""
 
-_TIMER_SLACK = 0.005
-"""How early the event loop may fire a deadline, give or take (seconds)."""
+KEEPALIVE_SECONDS = 4.0
+"""Idle connections are closed after this long, before uvicorn's 5 s on the service side:
+the side that closes first must be the client, or a request can be sent on a connection the
+service is closing."""
+
+_HIGH_WATER = 256 * 1024
+"""Bytes of an answer's body held unread before the socket stops being read."""
+
+_NO_BODY_STATUSES = frozenset({204, 304})
 
 
-def raw_headers(pairs: Sequence[tuple[bytes, bytes]]) -> httpx2.Headers:
+class UnforwardableHeader(BadRequest):
+    """A header this transport cannot send unchanged (CR, LF or NUL in it): refused."""
+
+
+def raw_headers(pairs: list[tuple[bytes, bytes]]) -> httpx2.Headers:
     """``httpx2.Headers`` of byte pairs as they are, built without httpx2's per-header type
     checks and normalisation (about 0.4 us a header, 4 to 8 us a proxied request each way).
-    The pairs come from an HTTP parser (ASGI's, aiohttp's) or from the shop's own code."""
+    The pairs come from an HTTP parser (ASGI's, httptools') or from the shop's own code."""
     headers = httpx2.Headers()
     headers._list = [(name, name.lower(), value) for name, value in pairs]
     return headers
 
 
-class UnforwardableHeader(BadRequest):
-    """A header value this transport cannot send unchanged, so it is refused, not altered."""
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: one request at a time, its answer parsed as it arrives."""
+
+    def __init__(self, pool: _Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.in_use = True
+        """Carrying a request (bytes that come while it is idle mean it cannot be trusted)."""
+        self.idle_since = 0.0
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+        self._paused = False
+        self._reading_paused = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_done = False
+        self.complete = False
+        self.reusable = False
+        self.error: httpx2.TransportError | None = None
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._until_close = False
+        self.unsent = False
+        """The request's body was not sent whole (the answer came first): not reusable."""
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.in_use or self.complete or self.error is not None:
+            # Bytes nobody asked for (after a complete answer): the connection cannot be
+            # trusted with another request.
+            self._fail(httpx2.RemoteProtocolError("unexpected bytes after the answer"))
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(httpx2.RemoteProtocolError("the upstream switched protocols"))
+        except httptools.HttpParserError as exc:
+            self._fail(httpx2.RemoteProtocolError(f"malformed answer: {exc}"))
+
+    def eof_received(self) -> bool:
+        return False  # close: the answer ends here, or it was cut short
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.head_done and self._until_close and not self.complete:
+            self.complete = True  # a body framed by the connection's end: this is it
+        elif not self.complete and self.error is None:
+            self.error = (
+                httpx2.ReadError(f"connection lost: {exc}")
+                if exc is not None
+                else httpx2.RemoteProtocolError(
+                    "the upstream closed the connection before a complete answer"
+                )
+            )
+        self._wake()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self.pool.lost(self)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    # --- httptools callbacks --------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            self.headers = []  # informational (100 Continue): the real answer follows
+            return
+        self.status = status
+        self.head_done = True
+        framed = any(
+            name.lower() in (b"content-length", b"transfer-encoding") for name, _ in self.headers
+        )
+        self._until_close = not framed and status not in _NO_BODY_STATUSES
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > _HIGH_WATER and not self._reading_paused and self.transport:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if not self.head_done:
+            return  # the end of an informational answer
+        self.complete = True
+        self.reusable = self._parser.should_keep_alive()
+        self._wake()
+
+    # --- the caller's side ------------------------------------------------------------------
+
+    def _fail(self, error: httpx2.TransportError) -> None:
+        if self.error is None:
+            self.error = error
+        self.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self, within: float | None) -> None:
+        """Until the parser has more to tell (bytes, the head, the end, a failure)."""
+        self._waiter = waiter = asyncio.get_running_loop().create_future()
+        try:
+            if within is None:
+                await waiter
+            else:
+                async with asyncio.timeout(within):
+                    await waiter
+        except TimeoutError:
+            raise httpx2.ReadTimeout(f"no answer within {within:g} s") from None
+        finally:
+            self._waiter = None
+
+    def send(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            raise self.error or httpx2.WriteError("the connection is closed")
+        self.transport.write(data)
+
+    async def drain(self, within: float | None) -> None:
+        """Until the socket takes more bytes (a streamed body is sent no faster)."""
+        if not self._paused or self.closed:
+            return
+        self._writable = writable = asyncio.get_running_loop().create_future()
+        try:
+            if within is None:
+                await writable
+            else:
+                async with asyncio.timeout(within):
+                    await writable
+        except TimeoutError:
+            raise httpx2.WriteTimeout(f"the upstream took no bytes for {within:g} s") from None
+        finally:
+            self._writable = None
+        if self.closed:
+            raise self.error or httpx2.WriteError("the connection was lost while sending")
+
+    async def head(self, within: float | None) -> None:
+        while not self.head_done:
+            if self.error is not None:
+                raise self.error
+            await self._wait(within)
+
+    async def chunk(self, within: float | None) -> bytes:
+        """The next bytes of the body; ``b""`` once it is complete."""
+        while not self._chunks:
+            if self.complete:
+                return b""
+            if self.error is not None:
+                raise self.error
+            await self._wait(within)
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._reading_paused and self._buffered <= _HIGH_WATER // 4 and self.transport:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return chunk
+
+    async def body(self, within: float | None) -> bytes:
+        while not self.complete:
+            if self.error is not None:
+                raise self.error
+            if self._reading_paused and self.transport:
+                self._reading_paused = False
+                self.transport.resume_reading()
+            await self._wait(within)
+        content = b"".join(self._chunks)
+        self._chunks.clear()
+        self._buffered = 0
+        return content
+
+    def done(self) -> None:
+        """The exchange is over: back to the pool if it may carry another, else closed."""
+        if (
+            self.complete
+            and self.reusable
+            and not self.unsent
+            and not self.closed
+            and self.error is None
+        ):
+            self._reset()
+            self.in_use = False
+            self.pool.put_back(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+            self.pool.lost(self)
 
 
-class AiohttpTransport(httpx2.AsyncBaseTransport):
-    """Sends each request exactly as httpx2 built it, and answers the body read whole
-    (or, with the :data:`STREAM` extension, as it arrives).
+class _Pool:
+    """The connections to one address: idle ones for reuse, a cap on how many are open."""
 
-    The session is made on the first request (it needs the running event loop) and closed
-    by :meth:`aclose`. Per-request timeouts come from the request's ``timeout`` extension:
-    ``connect`` bounds the socket connect, ``pool`` plus ``connect`` the wait for a pooled
-    connection and its connect, ``read`` each socket read. aiohttp has no write timeout, so
-    ``write`` is not used. ``limit`` caps the connections of the session (0: no cap),
-    ``limit_per_host`` those to one address (0: no cap).
+    def __init__(self, host: str, port: int, owner: SocketTransport) -> None:
+        self.host = host
+        self.port = port
+        self.owner = owner
+        self.idle: deque[_Connection] = deque()
+        self.open: set[_Connection] = set()
+        self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
+
+    def has_room(self) -> bool:
+        per_host = self.owner.limit_per_host
+        return (not per_host or len(self.open) < per_host) and self.owner.has_room()
+
+    async def acquire(self, timeouts: Mapping[str, Any]) -> _Connection:
+        now = time.monotonic()
+        while self.idle:
+            conn = self.idle.pop()  # the most recently used: the least likely to be closing
+            if not conn.closed and now - conn.idle_since < self.owner.keepalive_timeout:
+                return conn
+            conn.close()
+        if not self.has_room() and self.owner.evict_idle(besides=self):
+            pass  # an idle connection elsewhere made room under the transport's cap
+        if not self.has_room():
+            conn_or_room = await self._wait_for_room(timeouts.get("pool"))
+            if conn_or_room is not None:
+                return conn_or_room
+        return await self._connect(timeouts.get("connect"))
+
+    async def _wait_for_room(self, within: float | None) -> _Connection | None:
+        """A connection handed back, or ``None`` once there is room for a new one."""
+        waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
+        self.waiters.append(waiter)
+        try:
+            if within is None:
+                return await waiter
+            async with asyncio.timeout(within):
+                return await waiter
+        except TimeoutError:
+            raise httpx2.PoolTimeout(
+                f"no pooled connection came free within {within:g} s"
+            ) from None
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                handed = waiter.result()
+                if handed is not None:
+                    self.put_back(handed)  # handed over as this caller left
+                else:
+                    self.owner.room_freed()  # the room it was given goes to the next
+            raise
+        finally:
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
+
+    async def _connect(self, within: float | None) -> _Connection:
+        loop = asyncio.get_running_loop()
+        conn = _Connection(self)
+        self.open.add(conn)  # the slot is taken while connecting
+        try:
+            if within is None:
+                await loop.create_connection(lambda: conn, self.host, self.port)
+            else:
+                async with asyncio.timeout(within):
+                    await loop.create_connection(lambda: conn, self.host, self.port)
+        except TimeoutError:
+            self._forget(conn)
+            raise httpx2.ConnectTimeout(
+                f"no connection to {self.host}:{self.port} within {within:g} s"
+            ) from None
+        except OSError as exc:
+            self._forget(conn)
+            raise httpx2.ConnectError(f"{self.host}:{self.port}: {exc}") from exc
+        except BaseException:
+            self._forget(conn)
+            raise
+        return conn
+
+    def _forget(self, conn: _Connection) -> None:
+        conn.closed = True
+        if conn in self.open:
+            self.open.discard(conn)
+            self.owner.room_freed()
+
+    def put_back(self, conn: _Connection) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)  # straight to the next in line
+                return
+        conn.idle_since = time.monotonic()
+        self.idle.append(conn)
+        # The oldest idle ones have outlived the keep-alive: closed, not left to the server.
+        while (
+            self.idle and conn.idle_since - self.idle[0].idle_since >= self.owner.keepalive_timeout
+        ):
+            self.idle.popleft().close()
+
+    def lost(self, conn: _Connection) -> None:
+        if conn in self.open:
+            self.open.discard(conn)
+            if conn in self.idle:
+                self.idle.remove(conn)
+            self.owner.room_freed()
+
+    def wake_one(self) -> bool:
+        """Give the room just freed to a waiter of this address, if there is one and room."""
+        while self.waiters and self.has_room():
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return True
+        return False
+
+    def close(self) -> None:
+        for conn in list(self.open):
+            conn.close()
+
+
+class SocketTransport(httpx2.AsyncBaseTransport):
+    """Sends each request exactly as httpx2 built it, and answers the body read whole (or,
+    with the :data:`STREAM` extension, as it arrives).
+
+    ``limit`` caps the open connections of the transport (0: no cap), ``limit_per_host``
+    those to one address (0: no cap); a request waits for one to come free, up to its
+    ``pool`` timeout. Idle connections are closed after ``keepalive_timeout`` seconds.
     """
 
     def __init__(
-        self, *, limit: int = 200, limit_per_host: int = 0, keepalive_timeout: float = 4.0
+        self,
+        *,
+        limit: int = 200,
+        limit_per_host: int = 0,
+        keepalive_timeout: float = KEEPALIVE_SECONDS,
     ) -> None:
         self.limit = limit
         self.limit_per_host = limit_per_host
         self.keepalive_timeout = keepalive_timeout
-        self._session: aiohttp.ClientSession | None = None
+        self._pools: dict[tuple[str, int], _Pool] = {}
         self._closed = False
-        self._timeouts: tuple[object, aiohttp.ClientTimeout] = (None, _client_timeout(None))
 
-    def _open(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RuntimeError("the transport is closed")
-        self._session = session(
-            limit=self.limit,
-            limit_per_host=self.limit_per_host,
-            keepalive_timeout=self.keepalive_timeout,
-        )
-        return self._session
+    def has_room(self) -> bool:
+        return not self.limit or sum(len(p.open) for p in self._pools.values()) < self.limit
+
+    def evict_idle(self, *, besides: _Pool) -> bool:
+        """Close the oldest idle connection of another address; whether there was one."""
+        if not self.limit:
+            return False
+        for pool in self._pools.values():
+            if pool is not besides and pool.idle:
+                pool.idle.popleft().close()
+                return True
+        return False
+
+    def room_freed(self) -> None:
+        for pool in self._pools.values():
+            if pool.wake_one():
+                return
+
+    def _pool(self, url: httpx2.URL) -> _Pool:
+        if url.scheme != "http":
+            raise httpx2.UnsupportedProtocol(f"only http:// is spoken here, not {url.scheme}")
+        key = (url.host, url.port or 80)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _Pool(key[0], key[1], self)
+        return pool
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        session = self._session
-        if session is None:
-            session = self._open()
-        stream = request.stream
-        # Bytes as they are; a streamed body (the gateway's caller's) as it comes.
-        data = request.read() if isinstance(stream, httpx2.ByteStream) else stream
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        timeouts = request.extensions.get("timeout") or {}
+        read = timeouts.get("read")
+        head, body = _head(request)
+        conn = await self._pool(request.url).acquire(timeouts)
+        conn.in_use = True
         try:
-            # aiohttp writes header text as UTF-8: decoding UTF-8 gives the caller's bytes
-            # back on the wire (latin-1 would double-encode them).
-            headers = [(name.decode(), value.decode()) for name, value in request.headers.raw]
-        except UnicodeDecodeError as exc:
-            raise UnforwardableHeader(
-                "A header value is not UTF-8 text; it cannot be forwarded unchanged."
-            ) from exc
-        if data is stream:
-            # aiohttp frames a streamed body itself (chunked unless a length is given), and
-            # refuses a Transfer-Encoding header of the caller's besides.
-            headers = [h for h in headers if h[0].lower() != "transfer-encoding"]
-        extensions = request.extensions
-        timeouts = extensions.get("timeout")
-        if timeouts is not self._timeouts[0]:
-            # The same mapping on every call of an upstream: converted once while it lasts.
-            self._timeouts = (timeouts, _client_timeout(timeouts))
-        started = time.monotonic()
-        try:
-            response = await session.request(
-                request.method,
-                # Already encoded (query included): sent as is, not re-quoted.
-                URL(str(request.url), encoded=True),
-                data=data or None,
-                headers=headers,
-                timeout=self._timeouts[1],
-                allow_redirects=False,
-            )
-        except aiohttp.ConnectionTimeoutError as exc:
-            # aiohttp raises the same error when its `connect` deadline (pool wait and
-            # connect together) passes and when `sock_connect` does. Only the first can
-            # take the whole deadline: a connect that failed alone took `sock_connect`
-            # after getting its connection, and the deadline was not reached.
-            pool = (timeouts or {}).get("pool")
-            connect = (timeouts or {}).get("connect")
-            if (
-                pool is not None
-                and connect is not None
-                and time.monotonic() - started >= pool + connect - _TIMER_SLACK
-            ):
-                raise httpx2.PoolTimeout(
-                    f"no pooled connection came free within {pool:g} s", request=request
-                ) from exc
-            raise httpx2.ConnectTimeout(str(exc) or "connect timeout", request=request) from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise httpx2.ConnectError(str(exc), request=request) from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _translated(exc, request) from exc
-        if extensions.get(STREAM):
-            return httpx2.Response(
-                response.status,
-                # The raw pairs: a header sent twice stays twice.
-                headers=raw_headers(response.raw_headers),
-                stream=_Body(response, request),
-                request=request,
-            )
-        try:
-            content = await response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _translated(exc, request) from exc
-        finally:
-            response.release()
-        if "Content-Encoding" in response.headers:
-            # A stream, which the caller's `aread` decodes by its Content-Encoding.
-            return httpx2.Response(
-                response.status,
-                headers=response.raw_headers,
-                stream=httpx2.ByteStream(content),
-                request=request,
-            )
-        # The common case, a plain body: handed over as read, with no stream to go through
-        # httpx2's decoders again (about 50 us of the 330 a call costs its caller).
-        answer = httpx2.Response(
-            response.status, headers=response.raw_headers, content=content, request=request
-        )
-        if "Content-Length" not in response.headers:
-            # `content=` adds one to a non-empty body; a chunked answer had none, and a 204
-            # none either: none is made up.
-            answer.headers.pop("Content-Length", None)
-        return answer
+            if body is None:
+                conn.send(head)
+            elif isinstance(body, bytes):
+                conn.send(head + body)
+            else:
+                conn.send(head)
+                await _send_stream(conn, body, chunked=_is_chunked(head), within=read)
+            await conn.head(read)
+            if request.method == "HEAD":
+                # No body follows, whatever the head says; the parser cannot be told so,
+                # and the connection goes with the answer.
+                conn.close()
+                return _response(request, conn.status, conn.headers, b"")
+            if request.extensions.get(STREAM):
+                return httpx2.Response(
+                    conn.status,
+                    headers=raw_headers(conn.headers),
+                    stream=_Body(conn, read),
+                    request=request,
+                )
+            content = await conn.body(read)
+        except BaseException:
+            conn.close()
+            raise
+        status, headers = conn.status, conn.headers
+        conn.done()
+        return _response(request, status, headers, content)
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+
+
+def _response(
+    request: httpx2.Request, status: int, headers: list[tuple[bytes, bytes]], content: bytes
+) -> httpx2.Response:
+    """An answer read whole, as httpx2's."""
+    if any(name.lower() == b"content-encoding" for name, _ in headers):
+        # A stream, which the caller's `aread` decodes by its Content-Encoding.
+        return httpx2.Response(
+            status,
+            headers=raw_headers(headers),
+            stream=httpx2.ByteStream(content),
+            request=request,
+        )
+    # The common case, a plain body: handed over as read, with no stream to go through
+    # httpx2's decoders again, and no header made up.
+    response = httpx2.Response(status, headers=raw_headers(headers), request=request)
+    response._content = content
+    response.stream = httpx2.ByteStream(content)
+    return response
 
 
 class _Body(httpx2.AsyncByteStream):
-    """A response body as aiohttp receives it, undecoded; closing it frees the connection
-    (kept for reuse only once the body was read whole)."""
+    """An answer's body as it arrives, undecoded; closing it frees the connection (kept for
+    reuse only once the body was read whole)."""
 
-    __slots__ = ("_request", "_response")
+    __slots__ = ("_conn", "_read")
 
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx2.Request) -> None:
-        self._response = response
-        self._request = request
+    def __init__(self, conn: _Connection, read: float | None) -> None:
+        self._conn: _Connection | None = conn
+        self._read = read
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        content = self._response.content
-        while True:
-            try:
-                chunk = await content.readany()
-            except (TimeoutError, aiohttp.ClientError) as exc:
-                raise _translated(exc, self._request) from exc
-            if not chunk:
-                return
-            yield chunk
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            while chunk := await conn.chunk(self._read):
+                yield chunk
+        except BaseException:
+            self._conn = None
+            conn.close()
+            raise
+        self._conn = None
+        conn.done()
 
     async def aclose(self) -> None:
-        self._response.release()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            if conn.complete and not conn._chunks:
+                conn.done()
+            else:
+                conn.close()  # the body was not read whole: the connection cannot go again
 
 
-def _translated(exc: Exception, request: httpx2.Request) -> httpx2.TransportError:
-    """aiohttp's failure once the connection is made, as httpx2's."""
-    if isinstance(exc, TimeoutError):  # aiohttp's SocketTimeoutError is one too
-        return httpx2.ReadTimeout(str(exc) or "read timeout", request=request)
-    if isinstance(exc, aiohttp.ClientOSError):  # reset or broken pipe once connected
-        return httpx2.ReadError(str(exc), request=request)
-    # Disconnected, truncated body, bad status line.
-    return httpx2.RemoteProtocolError(str(exc) or type(exc).__name__, request=request)
+_FORBIDDEN = (b"\r", b"\n", b"\0")
 
 
-def session(
-    *, limit: int = 200, limit_per_host: int = 0, keepalive_timeout: float = 4.0
-) -> aiohttp.ClientSession:
-    """An ``aiohttp`` session tuned for calls between the shop's processes (the transport's,
-    and ``python -m bench.upstream``'s floor)."""
-    new = aiohttp.ClientSession(
-        # Idle connections are closed after 4 s, before uvicorn's 5 s on the service side:
-        # the side that closes first must be the client, or a request can be sent on a
-        # connection the service is closing.
-        connector=aiohttp.TCPConnector(
-            limit=limit, limit_per_host=limit_per_host, keepalive_timeout=keepalive_timeout
-        ),
-        # No cookies, and no header httpx2 did not put on the request: aiohttp would add
-        # Accept, Accept-Encoding, User-Agent, and a Content-Type to a POST without one.
-        cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
-        # The body is handed over as it came: httpx2 decodes it by its Content-Encoding (a
-        # proxy passes it on encoded), and would fail on a body aiohttp had already decoded.
-        auto_decompress=False,
-    )
-    # aiohttp resends GET, PUT and DELETE once by itself when a connection drops after
-    # the request was written. Only the caller decides what is retried (Upstream's
-    # `idempotent`), so that resend is turned off.
-    new._retry_connection = False
-    return new
+def _head(request: httpx2.Request) -> tuple[bytes, bytes | httpx2.AsyncByteStream | None]:
+    """The request's head, and its body: bytes, a stream, or none."""
+    stream = request.stream
+    body: bytes | httpx2.AsyncByteStream | None
+    if isinstance(stream, httpx2.ByteStream):
+        body = request.read() or None
+    else:
+        assert isinstance(stream, httpx2.AsyncByteStream)
+        body = stream
+    lines = [request.method.encode(), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    length = chunked = False
+    for name, value in request.headers.raw:
+        lowered = name.lower()
+        if lowered == b"content-length":
+            length = True
+        elif lowered == b"transfer-encoding":
+            if not isinstance(body, httpx2.AsyncByteStream):
+                chunked = True
+            else:
+                continue  # a streamed body is framed here: chunked unless it has a length
+        for forbidden in _FORBIDDEN:
+            if forbidden in name or forbidden in value:
+                raise UnforwardableHeader(
+                    "A header holds a character that cannot be sent (CR, LF or NUL)."
+                )
+        lines += (name, b": ", value, b"\r\n")
+    if isinstance(body, bytes) and not length and not chunked:
+        lines += (b"Content-Length: ", str(len(body)).encode(), b"\r\n")
+    elif isinstance(body, httpx2.AsyncByteStream) and not length:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines), body
 
 
-def _client_timeout(timeout: Mapping[str, float | None] | None) -> aiohttp.ClientTimeout:
-    """httpx2's per-request timeouts as aiohttp's (``None`` or a missing key: no limit)."""
-    if not timeout:
-        return aiohttp.ClientTimeout()
-    connect, pool = timeout.get("connect"), timeout.get("pool")
-    return aiohttp.ClientTimeout(
-        # aiohttp's `connect` covers the wait for a pooled connection and the connect.
-        connect=None if connect is None or pool is None else pool + connect,
-        sock_connect=connect,
-        sock_read=timeout.get("read"),
-    )
+def _is_chunked(head: bytes) -> bool:
+    return head.endswith(b"Transfer-Encoding: chunked\r\n\r\n")
+
+
+async def _send_stream(
+    conn: _Connection, body: httpx2.AsyncByteStream, *, chunked: bool, within: float | None
+) -> None:
+    """The body as it comes, no faster than the socket takes it. An answer that comes
+    before it is all sent (a refusal) ends the sending: the answer is what counts, and the
+    connection goes with it."""
+    try:
+        async for chunk in body:
+            if conn.head_done:
+                conn.unsent = True
+                return
+            if chunk:
+                conn.send(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                await conn.drain(within)
+        if chunked:
+            conn.send(b"0\r\n\r\n")
+    except httpx2.TransportError:
+        if not conn.head_done:
+            raise
+        conn.unsent = True

@@ -1,14 +1,15 @@
 """The resilient upstream client: retries only where safe, budgets, the circuit breaker.
 
 One client, two transports under it: an ``httpx2`` transport given by the caller
-(``MockTransport`` here, ASGI in the contract suite), and by default the aiohttp-backed
-:class:`~shop.kernel.transport.AiohttpTransport`, tested over sockets against real servers on
+(``MockTransport`` here, ASGI in the contract suite), and by default
+:class:`~shop.kernel.transport.SocketTransport`, tested over sockets against real servers on
 127.0.0.1 started by the tests themselves (bounded waits, stopped in teardown).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gzip
 import json
@@ -19,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import anyio
 import httpx2
 import pytest
@@ -39,7 +39,7 @@ from shop.kernel.http import (
     UpstreamUnavailable,
     expect,
 )
-from shop.kernel.transport import AiohttpTransport, _client_timeout
+from shop.kernel.transport import SocketTransport, UnforwardableHeader
 
 pytestmark = pytest.mark.anyio
 
@@ -203,7 +203,7 @@ async def test_a_body_that_is_not_json_is_a_bad_upstream_response_not_a_500(
         response.json()
 
 
-# --- over sockets (AiohttpTransport), against real servers on 127.0.0.1 ---------------------
+# --- over sockets (SocketTransport), against real servers on 127.0.0.1 ----------------------
 
 LIMIT = 10.0
 """No test of a real socket may take longer than this (seconds)."""
@@ -637,11 +637,11 @@ async def test_a_closed_upstream_refuses_to_send(refused: str) -> None:
 
 
 def test_an_upstream_is_made_outside_the_event_loop() -> None:
-    # Made in create_app, before any loop runs: the aiohttp session waits for the first call.
+    # Made in create_app, before any loop runs: connections wait for the first call.
     Upstream("stock", ["http://127.0.0.1:1"])
 
 
-# --- the transport alone: aiohttp's failures as httpx2's --------------------------------------
+# --- the transport alone: its failures as httpx2's -------------------------------------------
 
 
 async def test_the_transport_raises_httpx2_errors(
@@ -651,7 +651,7 @@ async def test_the_transport_raises_httpx2_errors(
 ) -> None:
     live, dropper, truncated = await serve(), await raw(b""), await raw(TRUNCATED)
     timeout = httpx2.Timeout(0.2, connect=1.0)
-    async with httpx2.AsyncClient(transport=AiohttpTransport(), timeout=timeout) as client:
+    async with httpx2.AsyncClient(transport=SocketTransport(), timeout=timeout) as client:
         with anyio.fail_after(LIMIT):
             with pytest.raises(httpx2.ConnectError):
                 await client.get(refused)
@@ -664,30 +664,136 @@ async def test_the_transport_raises_httpx2_errors(
             assert (await client.get(f"{live.url}/echo")).json()["method"] == "GET"
 
 
-async def test_the_transport_opens_its_session_on_first_use_and_closes_it(
+async def test_the_transport_keeps_connections_alive_and_closes_them(
     serve: Callable[[], Awaitable[Live]],
 ) -> None:
     live = await serve()
-    transport = AiohttpTransport()
-    assert transport._session is None
+    transport = SocketTransport()
     async with httpx2.AsyncClient(transport=transport) as client:
         with anyio.fail_after(LIMIT):
-            assert (await client.get(f"{live.url}/echo")).status_code == 200
-        session = transport._session
-        assert session is not None
-        assert not session.closed
-    assert session.closed
-    assert transport._session is None
+            for _ in range(3):
+                assert (await client.get(f"{live.url}/echo")).status_code == 200
+        (pool,) = transport._pools.values()
+        assert len(pool.open) == len(pool.idle) == 1  # one connection, reused
+        (conn,) = pool.idle
+    assert conn.closed
+    assert not transport._pools
     with pytest.raises(RuntimeError, match="closed"):
         await transport.handle_async_request(httpx2.Request("GET", f"{live.url}/echo"))
 
 
-def test_the_transport_takes_httpx2_timeouts() -> None:
-    timeout = _client_timeout({"connect": 1.0, "read": 5.0, "write": 5.0, "pool": 2.0})
-    assert (timeout.total, timeout.connect) == (None, 3.0)
-    assert (timeout.sock_connect, timeout.sock_read) == (1.0, 5.0)
-    unbounded = _client_timeout({"connect": None, "read": None, "write": None, "pool": None})
-    assert unbounded == _client_timeout(None) == aiohttp.ClientTimeout()
+async def test_the_transport_waits_for_room_under_its_cap(
+    serve: Callable[[], Awaitable[Live]],
+) -> None:
+    """Two connections at most: the third call waits for one to come free, up to its pool
+    timeout; then it is a ``PoolTimeout`` (never sent)."""
+    live = await serve()
+    transport = SocketTransport(limit=2)
+    patient = {"timeout": {"connect": 1.0, "read": 5.0, "write": None, "pool": 5.0}}
+    hurried = {"timeout": {"connect": 1.0, "read": 5.0, "write": None, "pool": 0.1}}
+    try:
+        with anyio.fail_after(LIMIT):
+            slow = [
+                asyncio.ensure_future(
+                    transport.handle_async_request(
+                        httpx2.Request("GET", f"{live.url}/slow", extensions=patient)
+                    )
+                )
+                for _ in range(2)
+            ]
+            await asyncio.sleep(0.1)
+            with pytest.raises(httpx2.PoolTimeout):
+                await transport.handle_async_request(
+                    httpx2.Request("GET", f"{live.url}/echo", extensions=hurried)
+                )
+            waiting = asyncio.ensure_future(
+                transport.handle_async_request(
+                    httpx2.Request("GET", f"{live.url}/echo", extensions=patient)
+                )
+            )
+            await asyncio.sleep(0.1)
+            assert not waiting.done()
+            live.release.set()  # the slow answers come: their connections go to the waiter
+            assert (await waiting).status_code == 200
+            assert [r.status_code for r in await asyncio.gather(*slow)] == [200, 200]
+        assert sum(len(p.open) for p in transport._pools.values()) <= 2
+    finally:
+        await transport.aclose()
+
+
+def test_the_transport_runs_on_uvloop() -> None:
+    """The servers run uvloop, whose transports are not ``asyncio.Transport`` subclasses:
+    the same exchanges there (keep-alive reuse, a chunked upload, a chunked answer)."""
+    import uvloop
+
+    async def scenario() -> list[tuple[int, bytes]]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                with contextlib.suppress(asyncio.IncompleteReadError):  # the client hung up
+                    await exchanges(reader, writer)
+            finally:
+                writer.close()
+
+        async def exchanges(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                body = b""
+                if b"chunked" in head:
+                    while (size := int((await reader.readline()).strip(), 16)) > 0:
+                        body += (await reader.readexactly(size + 2))[:-2]
+                    await reader.readline()
+                reply = b"%d:%b" % (len(body), head.split(b" ")[1])
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                writer.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(reply), reply))
+                await writer.drain()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = SocketTransport()
+
+        class Upload(httpx2.AsyncByteStream):
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                yield b"abc"
+                yield b"de"
+
+        try:
+            async with asyncio.timeout(LIMIT):
+                answers = []
+                for n in range(3):
+                    request = httpx2.Request("GET", f"http://127.0.0.1:{port}/get/{n}")
+                    response = await transport.handle_async_request(request)
+                    answers.append((response.status_code, response.content))
+                upload = httpx2.Request("POST", f"http://127.0.0.1:{port}/up", stream=Upload())
+                response = await transport.handle_async_request(upload)
+                answers.append((response.status_code, await response.aread()))
+                (pool,) = transport._pools.values()
+                assert len(pool.open) == 1  # every exchange on one connection
+        finally:
+            await transport.aclose()
+            server.close()
+            await server.wait_closed()
+        return answers
+
+    assert uvloop.run(scenario()) == [
+        (200, b"0:/get/0"),
+        (200, b"0:/get/1"),
+        (200, b"0:/get/2"),
+        (200, b"5:/up"),
+    ]
+
+
+async def test_the_transport_refuses_a_header_it_cannot_send(
+    serve: Callable[[], Awaitable[Live]],
+) -> None:
+    live = await serve()
+    transport = SocketTransport()
+    request = httpx2.Request("GET", f"{live.url}/echo")
+    request.headers._list.append((b"x-split", b"x-split", b"a\r\nx-injected: 1"))
+    try:
+        with pytest.raises(UnforwardableHeader):
+            await transport.handle_async_request(request)
+        assert live.hits == []
+    finally:
+        await transport.aclose()
 
 
 # --- a body of the wrong shape, read by the bindings: 502, never a 500 ----------------------
