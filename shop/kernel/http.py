@@ -28,6 +28,7 @@ import asyncio
 import json as jsonlib
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -401,6 +402,23 @@ class CircuitBreaker:
         self._probing = False
 
 
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9\-._~/:@!$&'()*+,;=]*")
+"""A path with nothing to percent-encode."""
+
+
+def request_target(path: str, params: Mapping[str, Any] | None = None) -> str:
+    """``path`` and ``params`` as one percent-encoded target, as httpx2 encodes them.
+
+    Made once per call, not once per attempt, and without parsing a whole URL: httpx2's
+    parser costs about 30 us a call, a tenth of what a call costs its caller.
+    """
+    if not _PLAIN_PATH.fullmatch(path):
+        url = httpx2.URL(path) if params is None else httpx2.URL(path, params=params)
+        return url.raw_path.decode("ascii")
+    query = str(httpx2.QueryParams(params)) if params else ""
+    return f"{path}?{query}" if query else path
+
+
 class Replica:
     """One address of an upstream, with its circuit breaker."""
 
@@ -600,6 +618,7 @@ class Upstream:
         An answer of 502, 503 or 504 counts as a failure (and is retried like one).
         """
         extra = [(k.encode(), v.encode()) for k, v in headers.items()] if headers else []
+        target = request_target(path, params)
 
         async def attempt(replica: Replica, remaining: float) -> UpstreamResponse:
             remaining = max(0.01, remaining)
@@ -608,8 +627,7 @@ class Upstream:
             # between services uses) cost more CPU per call than the transport itself.
             request = httpx2.Request(
                 method,
-                replica.url + path,
-                params=params,
+                replica.target(target),
                 json=json,
                 headers=self._headers(extra),
                 extensions={"timeout": self._timeouts(remaining)},

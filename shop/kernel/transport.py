@@ -503,9 +503,10 @@ def _response(
         )
     # The common case, a plain body: handed over as read, with no stream to go through
     # httpx2's decoders again, and no header made up.
-    response = httpx2.Response(status, headers=raw_headers(headers), request=request)
-    response._content = content
-    response.stream = httpx2.ByteStream(content)
+    response = httpx2.Response(
+        status, headers=raw_headers(headers), stream=httpx2.ByteStream(content), request=request
+    )
+    response._content = content  # read: `aread` answers it as it is
     return response
 
 

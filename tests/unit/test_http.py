@@ -31,6 +31,7 @@ from shop.kernel.http import (
     INTERNAL_TOKEN_HEADER,
     BadUpstreamResponse,
     CircuitBreaker,
+    Replica,
     SentRequest,
     Timeouts,
     Upstream,
@@ -38,6 +39,7 @@ from shop.kernel.http import (
     UpstreamTimeout,
     UpstreamUnavailable,
     expect,
+    request_target,
 )
 from shop.kernel.transport import SocketTransport, UnforwardableHeader
 
@@ -201,6 +203,30 @@ async def test_a_body_that_is_not_json_is_a_bad_upstream_response_not_a_500(
     assert isinstance(caught.value.__cause__, ValueError)
     with pytest.raises(BadUpstreamResponse):
         response.json()
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/internal/x", {"ids": [1, 2]}),
+        ("/a b/\u00fc", {"q": "a b&c", "on": True, "none": None}),
+        ("/x", None),
+        ("/x", {}),
+        ("/p%2Fq", {"x": "\u00e9"}),
+        ("/x?y=1", None),
+        ("/x?y=1", {"z": 2}),
+        ("/products/3e1f", {"ids": ["a/b", "c?d"]}),
+        ("/x#fragment", None),
+    ],
+)
+def test_a_calls_target_is_encoded_as_httpx2_encodes_it(
+    path: str, params: dict[str, Any] | None
+) -> None:
+    replica = Replica("http://127.0.0.1:8001", CircuitBreaker())
+    expected = httpx2.Request("GET", "http://127.0.0.1:8001" + path, params=params).url
+    url = replica.target(request_target(path, params))
+    # What goes on the wire: the target (a fragment never does) to the replica's address.
+    assert (url.netloc, url.raw_path) == (expected.netloc, expected.raw_path)
 
 
 # --- over sockets (SocketTransport), against real servers on 127.0.0.1 ----------------------
