@@ -807,17 +807,30 @@ def test_the_transport_runs_on_uvloop() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        (b"x-split", b"a\r\nx-injected: 1"),
+        (b"x-split", b"a\nx-injected: 1"),
+        (b"x-split", b"a\rb"),
+        (b"x-nul", b"a\0b"),
+        (b"x-injected: 1\r\nx-name", b"a"),
+    ],
+)
 async def test_the_transport_refuses_a_header_it_cannot_send(
-    serve: Callable[[], Awaitable[Live]],
+    serve: Callable[[], Awaitable[Live]], name: bytes, value: bytes
 ) -> None:
     live = await serve()
     transport = SocketTransport()
     request = httpx2.Request("GET", f"{live.url}/echo")
-    request.headers._list.append((b"x-split", b"x-split", b"a\r\nx-injected: 1"))
+    request.headers._list.append((name, name.lower(), value))
     try:
         with pytest.raises(UnforwardableHeader):
             await transport.handle_async_request(request)
         assert live.hits == []
+        # The transport goes on with the next request as usual.
+        answer = await transport.handle_async_request(httpx2.Request("GET", f"{live.url}/echo"))
+        assert answer.status_code == 200
     finally:
         await transport.aclose()
 
