@@ -325,17 +325,19 @@ class _Pool:
                 return await waiter
             async with asyncio.timeout(within):
                 return await waiter
-        except TimeoutError:
-            raise httpx2.PoolTimeout(
-                f"no pooled connection came free within {within:g} s"
-            ) from None
-        except BaseException:
+        except BaseException as exc:
+            # Timed out or cancelled, perhaps just as a connection or room was handed over:
+            # that goes to the next in line, never lost.
             if waiter.done() and not waiter.cancelled():
                 handed = waiter.result()
                 if handed is not None:
-                    self.put_back(handed)  # handed over as this caller left
+                    self.put_back(handed)
                 else:
-                    self.owner.room_freed()  # the room it was given goes to the next
+                    self.owner.room_freed()
+            if isinstance(exc, TimeoutError):
+                raise httpx2.PoolTimeout(
+                    f"no pooled connection came free within {within:g} s"
+                ) from None
             raise
         finally:
             if waiter in self.waiters:

@@ -690,6 +690,53 @@ async def test_the_transport_raises_httpx2_errors(
             assert (await client.get(f"{live.url}/echo")).json()["method"] == "GET"
 
 
+@pytest.mark.parametrize(
+    ("method", "reply", "expected"),
+    [
+        # A body framed by the connection's end.
+        (
+            "GET",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+            (200, b"until the end"),
+        ),
+        # An informational answer first: the real one follows.
+        (
+            "GET",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+            (201, b"ok"),
+        ),
+        # No body after a HEAD's head, whatever its Content-Length says.
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n", (200, b"")),
+        ("DELETE", b"HTTP/1.1 204 No Content\r\n\r\n", (204, b"")),
+    ],
+)
+async def test_the_transport_reads_every_framing_of_an_answer(
+    raw: Callable[[bytes], Awaitable[Live]], method: str, reply: bytes, expected: tuple[int, bytes]
+) -> None:
+    live = await raw(reply)
+    transport = SocketTransport()
+    try:
+        with anyio.fail_after(LIMIT):
+            answer = await transport.handle_async_request(
+                httpx2.Request(method, f"{live.url}/x", extensions={"timeout": {"read": 2.0}})
+            )
+            assert (answer.status_code, answer.content) == expected
+    finally:
+        await transport.aclose()
+
+
+async def test_a_malformed_answer_is_a_protocol_error(
+    raw: Callable[[bytes], Awaitable[Live]],
+) -> None:
+    live = await raw(b"HTTP/1.1 abc Nonsense\r\n\r\n")
+    transport = SocketTransport()
+    try:
+        with anyio.fail_after(LIMIT), pytest.raises(httpx2.RemoteProtocolError, match="malformed"):
+            await transport.handle_async_request(httpx2.Request("GET", f"{live.url}/x"))
+    finally:
+        await transport.aclose()
+
+
 async def test_the_transport_keeps_connections_alive_and_closes_them(
     serve: Callable[[], Awaitable[Live]],
 ) -> None:
