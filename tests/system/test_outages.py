@@ -37,7 +37,10 @@ pytestmark = pytest.mark.anyio
 CUSTOMERS = 24
 KILL_AFTER_SECONDS = 0.15
 """Into the burst: checkouts are between their steps when the victim dies."""
-BACK_WITHIN_SECONDS = 5.0
+BACK_WITHIN_SECONDS = 8.0
+"""A short restart: within a checkout's deadline (10 s), which is what the checkouts ride out.
+Alone a service is back in 1.4-2.6 s; beside the rest of `make test` on two cores it took
+5.0-5.3 s once, so the bound leaves room for a loaded machine, not for a slow start."""
 
 
 @pytest.fixture(scope="module")
