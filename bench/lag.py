@@ -10,7 +10,10 @@ The events counted are those that *happened* in the window. Counting those appli
 instead would charge the window with the backlog of the step before (a saturated one, whose
 events are still being applied when the next step begins). Events that happened near the
 window's end may still be on their way when it closes: the reading waits until the count
-stops growing (a few seconds at most).
+stops growing (a few seconds at most). And before the window opens, :func:`drain` waits
+until the consumers have applied that backlog, so that the window's events do not queue
+behind it: the lag at half load is then the lag of half load, not the tail of the step
+before.
 """
 
 from __future__ import annotations
@@ -99,3 +102,39 @@ def event_lags(
         ]
 
     return asyncio.run(measure())
+
+
+def drain(
+    consumers: Mapping[str, str], *, quiet: float = 2.0, every: float = 0.5, patience: float = 120.0
+) -> tuple[float, int]:
+    """Wait until no consumer has applied another event for ``quiet`` seconds (the load is
+    off: what still comes is the backlog), at most ``patience`` seconds; returns how long it
+    took and how many events were applied meanwhile."""
+
+    async def count(url: str, table: str) -> int:
+        engine = create_engine(url, pool_size=1)
+        try:
+            async with engine.connect() as conn:
+                rows = await conn.execute(text(f"SELECT count(*) FROM {table}"))  # noqa: S608
+                return int(rows.scalar_one())
+        finally:
+            await engine.dispose()
+
+    async def total() -> int:
+        counts = [await count(url, f"{name}_inbox") for name, url in consumers.items()]
+        return sum(counts)
+
+    async def wait() -> tuple[float, int]:
+        started = time.monotonic()
+        first = last = await total()
+        still_since = started
+        while time.monotonic() - started < patience:
+            await asyncio.sleep(every)
+            now = await total()
+            if now != last:
+                last, still_since = now, time.monotonic()
+            elif time.monotonic() - still_since >= quiet:
+                break
+        return time.monotonic() - started, last - first
+
+    return asyncio.run(wait())

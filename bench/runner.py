@@ -18,7 +18,7 @@ from pathlib import Path
 from bench import procs
 from bench import report as rep
 from bench.deploy import REPO, Deployment, kata_step, say, step_label
-from bench.lag import Lag, event_lags
+from bench.lag import Lag, drain, event_lags
 from bench.load import SERVER_CPUS, locust_command
 from bench.plans import HALF_LOAD, HALF_LOAD_USERS, Plan
 from kata import steps as kata
@@ -212,7 +212,15 @@ class Bench:
 
     def fixed_rate(self, deployment: Deployment, rate: float, seconds: int | None = None) -> None:
         """The shopper mix at a fixed total rate (tasks/s) over HALF_LOAD_USERS users; then
-        the lag of the events that happened meanwhile, from the consumers' inboxes."""
+        the lag of the events that happened meanwhile, from the consumers' inboxes.
+
+        The consumers first catch up with the step before (:func:`bench.lag.drain`)."""
+        if deployment.consumers:
+            took, applied = drain(deployment.consumers)
+            say(
+                f"{deployment.name}: events of the step before applied ({applied:,} more in"
+                f" {took:.1f} s); the fixed rate starts"
+            )
         since = datetime.now(UTC)
         for repeat in range(1, self.plan.reference_repeats + 1):
             self.locust(

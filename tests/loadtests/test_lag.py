@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import insert
 
-from bench.lag import event_lags
+from bench.lag import drain, event_lags
 from shop.catalog.models import Base
 from shop.catalog.models import inbox as catalog_inbox
 from shop.kernel.db import create_engine
@@ -62,3 +63,44 @@ def test_the_lag_of_the_events_that_happened_in_the_window(tmp_path: Path) -> No
         )
         == []
     )
+
+
+def test_drain_waits_until_the_backlog_is_applied(tmp_path: Path) -> None:
+    """A consumer still applying the step before's events (here: 10 rows, one every 50 ms):
+    drain returns once none has come for its quiet time, and counts them."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'catalog.db'}"
+    now = datetime.now(UTC)
+
+    def row() -> dict[str, object]:
+        return {
+            "event_id": uuid.uuid4(),
+            "type": "inventory.StockChanged",
+            "occurred_at": now,
+            "received_at": now,
+        }
+
+    async def create() -> None:
+        engine = create_engine(url)
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+            await conn.execute(insert(catalog_inbox), [row()])
+        await engine.dispose()
+
+    async def apply_backlog() -> None:
+        engine = create_engine(url)
+        for _ in range(10):
+            await asyncio.sleep(0.05)
+            async with engine.begin() as conn:
+                await conn.execute(insert(catalog_inbox), [row()])
+        await engine.dispose()
+
+    asyncio.run(create())
+    backlog = threading.Thread(target=asyncio.run, args=(apply_backlog(),))
+    backlog.start()
+    try:
+        took, applied = drain({"catalog": url}, quiet=0.3, every=0.02, patience=10)
+        assert not backlog.is_alive()  # it returned once the backlog was applied, not before
+    finally:
+        backlog.join(timeout=10)
+    assert 9 <= applied <= 10  # the first may have come before drain's first count
+    assert 0.8 <= took < 5
