@@ -24,7 +24,15 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from kata import data, steps
-from launcher import Launcher, LauncherError, Timeouts, databases, processes, topologies
+from launcher import (
+    Launcher,
+    LauncherError,
+    Timeouts,
+    databases,
+    processes,
+    start_on_free_ports,
+    topologies,
+)
 from launcher.__main__ import main as launcher_main
 from shop.identity.tokens import write_key_file
 from shop.kernel.topology import load
@@ -216,19 +224,19 @@ def test_step_0_then_step_1_run_on_the_same_data(
     started: list[int] = []
     skus: set[str] = set()
     for path in (STEP0, STEP1):
-        topology = load(path)
-        topology = topologies.relocate(topology, offset=topologies.free_port_offset(topology))
-        launcher = Launcher(
-            topology,
-            databases=urls,
-            run_dir=tmp_path / "run",
-            env=env,
-            cwd=REPO,
-            timeouts=timeouts,
-            progress=print,
+        launcher = start_on_free_ports(
+            load(path),
+            lambda moved: Launcher(
+                moved,
+                databases=urls,
+                run_dir=tmp_path / "run",
+                env=env,
+                cwd=REPO,
+                timeouts=timeouts,
+                progress=print,
+            ),
         )
         with launcher:
-            launcher.start_all()
             entry = launcher.entry_url
             assert entry is not None
             if path == STEP0:

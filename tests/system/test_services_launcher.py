@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from launcher import Launcher, LauncherError, Timeouts, processes, topologies
-from shop.kernel.topology import load
+from launcher import Launcher, LauncherError, Timeouts, processes, start_on_free_ports, topologies
+from shop.kernel.topology import Topology, load
 from tests import support
 from tests.system.conftest import (
     GATEWAY_BUDGET_SECONDS,
@@ -235,6 +235,47 @@ def test_a_taken_port_is_reported_before_anything_starts(
         with pytest.raises(LauncherError, match=f"port {topology.gateway_port} for gateway"):
             launcher.start_all()
     assert launcher.started_pids == []
+
+
+def test_a_port_taken_meanwhile_is_tried_again_on_other_ports(
+    tmp_path: Path, signing_key_file: Path
+) -> None:
+    """``start_on_free_ports`` moves the topology to other free ports when one is taken
+    between the pick and the bind; after its last attempt the refusal stands. Here every
+    attempt finds its gateway port taken: three attempts, two retries, nothing started."""
+    squatters: list[socket.socket] = []
+    made: list[Launcher] = []
+    retries: list[int] = []
+
+    def make(moved: Topology) -> Launcher:
+        assert moved.gateway_port is not None
+        squatter = socket.socket()
+        squatter.bind(("127.0.0.1", moved.gateway_port))
+        squatter.listen()
+        squatters.append(squatter)
+        made.append(
+            Launcher(
+                moved,
+                databases={"monolith": f"sqlite+aiosqlite:///{tmp_path / 'monolith.db'}"},
+                run_dir=tmp_path,
+                env=launcher_env(signing_key_file),
+                cwd=REPO,
+                progress=print,
+            )
+        )
+        return made[-1]
+
+    try:
+        with pytest.raises(LauncherError, match="already in use"):
+            start_on_free_ports(
+                load(REPO / TOPOLOGY), make, retrying=lambda: retries.append(len(made))
+            )
+    finally:
+        for squatter in squatters:
+            squatter.close()
+    assert (len(made), retries) == (3, [1, 2])
+    assert len({launcher.topology.gateway_port for launcher in made}) > 1  # moved each time
+    assert all(launcher.started_pids == [] for launcher in made)
 
 
 def test_run_topology_round_trips_with_replicas_and_moved_ports(tmp_path: Path) -> None:
