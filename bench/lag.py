@@ -111,30 +111,33 @@ def drain(
     off: what still comes is the backlog), at most ``patience`` seconds; returns how long it
     took and how many events were applied meanwhile."""
 
-    async def count(url: str, table: str) -> int:
-        engine = create_engine(url, pool_size=1)
-        try:
-            async with engine.connect() as conn:
-                rows = await conn.execute(text(f"SELECT count(*) FROM {table}"))  # noqa: S608
-                return int(rows.scalar_one())
-        finally:
-            await engine.dispose()
-
-    async def total() -> int:
-        counts = [await count(url, f"{name}_inbox") for name, url in consumers.items()]
-        return sum(counts)
-
     async def wait() -> tuple[float, int]:
-        started = time.monotonic()
-        first = last = await total()
-        still_since = started
-        while time.monotonic() - started < patience:
-            await asyncio.sleep(every)
-            now = await total()
-            if now != last:
-                last, still_since = now, time.monotonic()
-            elif time.monotonic() - still_since >= quiet:
-                break
-        return time.monotonic() - started, last - first
+        engines = {name: create_engine(url, pool_size=1) for name, url in consumers.items()}
+
+        async def total() -> int:
+            applied = 0
+            for name, engine in engines.items():
+                async with engine.connect() as conn:
+                    rows = await conn.execute(
+                        text(f"SELECT count(*) FROM {name}_inbox")  # noqa: S608 (ours)
+                    )
+                    applied += int(rows.scalar_one())
+            return applied
+
+        try:
+            started = time.monotonic()
+            first = last = await total()
+            still_since = started
+            while time.monotonic() - started < patience:
+                await asyncio.sleep(every)
+                now = await total()
+                if now != last:
+                    last, still_since = now, time.monotonic()
+                elif time.monotonic() - still_since >= quiet:
+                    break
+            return time.monotonic() - started, last - first
+        finally:
+            for engine in engines.values():
+                await engine.dispose()
 
     return asyncio.run(wait())

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, cast
 
 import httptools
@@ -62,9 +62,28 @@ def raw_headers(pairs: list[tuple[bytes, bytes]]) -> httpx2.Headers:
     return headers
 
 
-def _read_timed_out(waiter: asyncio.Future[None], within: float) -> None:
+def _time_out(waiter: asyncio.Future[None], error: Callable[[], Exception]) -> None:
     if not waiter.done():
-        waiter.set_exception(httpx2.ReadTimeout(f"no answer within {within:g} s"))
+        waiter.set_exception(error())
+
+
+async def _bounded(
+    waiter: asyncio.Future[None], within: float | None, error: Callable[[], Exception]
+) -> None:
+    """``await waiter``, failed with ``error()`` if it is not done ``within`` seconds.
+
+    The deadline is a plain timer that fails the waiter: an ``asyncio.timeout`` (a task
+    cancellation and its bookkeeping) on every wait for an answer's bytes cost a tenth of a
+    proxied request.
+    """
+    if within is None:
+        await waiter
+        return
+    timer = asyncio.get_running_loop().call_later(within, _time_out, waiter, error)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
 
 
 class _Connection(asyncio.Protocol):
@@ -192,20 +211,14 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     async def _wait(self, within: float | None) -> None:
-        """Until the parser has more to tell (bytes, the head, the end, a failure).
-
-        The deadline is a plain timer that fails the waiter: an ``asyncio.timeout`` (a task
-        cancellation and its bookkeeping) on every wait cost a tenth of a proxied request.
-        """
-        loop = asyncio.get_running_loop()
-        self._waiter = waiter = loop.create_future()
-        timer = None if within is None else loop.call_later(within, _read_timed_out, waiter, within)
+        """Until the parser has more to tell (bytes, the head, the end, a failure)."""
+        self._waiter = waiter = asyncio.get_running_loop().create_future()
         try:
-            await waiter
+            await _bounded(
+                waiter, within, lambda: httpx2.ReadTimeout(f"no answer within {within:g} s")
+            )
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
 
     def send(self, data: bytes) -> None:
         if self.closed or self.transport is None:
@@ -218,13 +231,11 @@ class _Connection(asyncio.Protocol):
             return
         self._writable = writable = asyncio.get_running_loop().create_future()
         try:
-            if within is None:
-                await writable
-            else:
-                async with asyncio.timeout(within):
-                    await writable
-        except TimeoutError:
-            raise httpx2.WriteTimeout(f"the upstream took no bytes for {within:g} s") from None
+            await _bounded(
+                writable,
+                within,
+                lambda: httpx2.WriteTimeout(f"the upstream took no bytes for {within:g} s"),
+            )
         finally:
             self._writable = None
         if self.closed:
@@ -461,7 +472,7 @@ class SocketTransport(httpx2.AsyncBaseTransport):
             raise RuntimeError("the transport is closed")
         timeouts = request.extensions.get("timeout") or {}
         read = timeouts.get("read")
-        head, body = _head(request)
+        head, body, chunked = _head(request)
         conn = await self._pool(request.url).acquire(timeouts)
         conn.in_use = True
         try:
@@ -471,7 +482,7 @@ class SocketTransport(httpx2.AsyncBaseTransport):
                 conn.send(head + body)
             else:
                 conn.send(head)
-                await _send_stream(conn, body, chunked=_is_chunked(head), within=read)
+                await _send_stream(conn, body, chunked=chunked, within=read)
             await conn.head(read)
             if request.method == "HEAD":
                 # No body follows, whatever the head says; the parser cannot be told so,
@@ -554,8 +565,10 @@ class _Body(httpx2.AsyncByteStream):
                 conn.close()  # the body was not read whole: the connection cannot go again
 
 
-def _head(request: httpx2.Request) -> tuple[bytes, bytes | httpx2.AsyncByteStream | None]:
-    """The request's head, and its body: bytes, a stream, or none."""
+def _head(
+    request: httpx2.Request,
+) -> tuple[bytes, bytes | httpx2.AsyncByteStream | None, bool]:
+    """The request's head; its body: bytes, a stream, or none; whether it goes chunked."""
     stream = request.stream
     body: bytes | httpx2.AsyncByteStream | None
     if isinstance(stream, httpx2.ByteStream):
@@ -576,7 +589,8 @@ def _head(request: httpx2.Request) -> tuple[bytes, bytes | httpx2.AsyncByteStrea
     if isinstance(body, bytes) and not length:
         lines += (b"Content-Length: ", str(len(body)).encode(), b"\r\n")
         ends += 1
-    elif body is not None and not isinstance(body, bytes) and not length:
+    chunked = body is not None and not isinstance(body, bytes) and not length
+    if chunked:
         lines.append(b"Transfer-Encoding: chunked\r\n")
         ends += 1
     lines.append(b"\r\n")
@@ -585,11 +599,7 @@ def _head(request: httpx2.Request) -> tuple[bytes, bytes | httpx2.AsyncByteStrea
     # or a value would make more (a header smuggled in), so counting them tells.
     if head.count(b"\n") != ends or head.count(b"\r") != ends or b"\0" in head:
         raise UnforwardableHeader("A header holds a character that cannot be sent (CR, LF or NUL).")
-    return head, body
-
-
-def _is_chunked(head: bytes) -> bool:
-    return head.endswith(b"Transfer-Encoding: chunked\r\n\r\n")
+    return head, body, chunked
 
 
 async def _send_stream(
