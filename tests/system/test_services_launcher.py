@@ -215,13 +215,9 @@ def test_a_process_that_cannot_start_is_named_with_its_log(
     assert not any(pid_alive(pid) for pid in launcher.started_pids)
 
 
-def test_a_taken_port_is_reported_before_anything_starts(
-    tmp_path: Path, signing_key_file: Path
-) -> None:
-    topology = load(REPO / TOPOLOGY)
-    topology = topologies.relocate(topology, offset=topologies.free_port_offset(topology))
-    assert topology.gateway_port is not None
-    launcher = Launcher(
+def _on_sqlite(topology: Topology, tmp_path: Path, signing_key_file: Path) -> Launcher:
+    """A launcher of the gateway-and-monolith topology on a SQLite file in ``tmp_path``."""
+    return Launcher(
         topology,
         databases={"monolith": f"sqlite+aiosqlite:///{tmp_path / 'monolith.db'}"},
         run_dir=tmp_path,
@@ -229,6 +225,15 @@ def test_a_taken_port_is_reported_before_anything_starts(
         cwd=REPO,
         progress=print,
     )
+
+
+def test_a_taken_port_is_reported_before_anything_starts(
+    tmp_path: Path, signing_key_file: Path
+) -> None:
+    topology = load(REPO / TOPOLOGY)
+    topology = topologies.relocate(topology, offset=topologies.free_port_offset(topology))
+    assert topology.gateway_port is not None
+    launcher = _on_sqlite(topology, tmp_path, signing_key_file)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", topology.gateway_port))
         squatter.listen()
@@ -253,16 +258,7 @@ def test_a_port_taken_meanwhile_is_tried_again_on_other_ports(
         squatter.bind(("127.0.0.1", moved.gateway_port))
         squatter.listen()
         squatters.append(squatter)
-        made.append(
-            Launcher(
-                moved,
-                databases={"monolith": f"sqlite+aiosqlite:///{tmp_path / 'monolith.db'}"},
-                run_dir=tmp_path,
-                env=launcher_env(signing_key_file),
-                cwd=REPO,
-                progress=print,
-            )
-        )
+        made.append(_on_sqlite(moved, tmp_path, signing_key_file))
         return made[-1]
 
     try:
