@@ -83,6 +83,7 @@ class RabbitBus:
         self._connection: AbstractRobustConnection | None = None
         self._publishing: AbstractRobustChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
+        self._subscriptions: list[tuple[AbstractRobustChannel, AbstractQueue]] = []
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -223,6 +224,11 @@ class RabbitBus:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=self.prefetch)
         queue = await self._queue(channel, consumer, types)
+        # Held by the bus: after a reconnect aio-pika restores only the channels still alive,
+        # and holds them by weak references. Once the lost connection's objects are dropped
+        # (at the first attempt to reconnect), a garbage collection would take an unheld
+        # channel, and the consumer with it: its queue would fill, and nothing be applied.
+        self._subscriptions.append((channel, queue))
         await queue.consume(_Consumer(consumer, deliver, self.retry_delay), no_ack=False)
 
     async def aclose(self) -> None:
@@ -232,6 +238,7 @@ class RabbitBus:
         connection, self._connection = self._connection, None
         self._publishing = None
         self._exchanges.clear()
+        self._subscriptions.clear()
         if connection is not None:
             await connection.close()
 

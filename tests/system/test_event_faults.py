@@ -354,16 +354,21 @@ class Observer:
 
     async def queued(self) -> dict[str, int]:
         """Ready messages in each consumer's queue and dead-letter queue."""
+        return {name: ready for name, (ready, _) in (await self._queues()).items()}
+
+    async def _queues(self) -> dict[str, tuple[int, int]]:
+        """Each consumer's queue and dead-letter queue: its ready messages, its consumers."""
         bus = self.shop.bus
-        counts = {}
+        found = {}
         connection = await aio_pika.connect(self.shop.broker_url, timeout=10)
         async with connection:
             channel = await connection.channel()
             for consumer in CONSUMED:
                 for name in (bus.queue_name(consumer), bus.dead_queue_name(consumer)):
                     queue = await channel.declare_queue(name, passive=True)
-                    counts[name] = queue.declaration_result.message_count or 0
-        return counts
+                    result = queue.declaration_result
+                    found[name] = (result.message_count or 0, result.consumer_count or 0)
+        return found
 
     async def _get(self, path: str, *, admin: bool = False) -> httpx2.Response:
         headers = self.catalog.admin.headers if admin else {}
@@ -391,8 +396,17 @@ class Observer:
             newest[consumer] = latest
         found += await self._stock_levels(newest["catalog"])
         found += await self._cart_products(newest["cart"])
-        queued = await self.queued()
-        found += [f"{name}: {count} messages waiting" for name, count in queued.items() if count]
+        queues = await self._queues()
+        found += [
+            f"{name}: {ready} messages waiting" for name, (ready, _) in queues.items() if ready
+        ]
+        # A consumer service that is up reads its queue: none there is a lost subscription
+        # (once, the client's restore after a reconnect dropped it), not a slow one.
+        found += [
+            f"{name}: no consumer"
+            for consumer in CONSUMED
+            if not queues[name := self.shop.bus.queue_name(consumer)][1]
+        ]
         return found
 
     async def _stock_levels(self, latest: dict[str, Any]) -> list[str]:
