@@ -1,9 +1,11 @@
 """``python -m bench``: the shopper benchmark, monolith against services, in one run.
 
-For each topology it starts the servers natively on 127.0.0.1 (known pids, scratch
-databases under the results folder, ports away from :8000), seeds the catalog, warms up,
-then steps Locust (closed loop, no think time) through a ladder of user counts, repeated.
-Servers are pinned to CPU 0 and Locust to CPU 1 when the machine has two or more CPUs.
+It starts both topologies natively on 127.0.0.1 (known pids, scratch databases under the
+results folder, ports away from :8000), seeds each catalog, warms each up, then steps Locust
+(closed loop, no think time) through a ladder of user counts, repeated, each step against
+the monolith and the services in turn (the order alternating), so that the ratios compare
+them under the same background load. Servers are pinned to CPU 0 and Locust to CPU 1 when
+the machine has two or more CPUs.
 Every step records Locust's CSVs and the CPU seconds of every server process, by component.
 Then come the reference ceilings (``/healthz``; ``GET /products/{id}`` straight to catalog
 against through the gateway) and, in the full run, the scaling comparison. With ``--kata``
@@ -123,43 +125,38 @@ def compare(bench: Bench) -> float:
     """The monolith against the services (and, in the full run, scaling); returns the
     fixed rate: half the monolith's best throughput."""
     out, plan = bench.out, bench.plan
-    with monolith(out, plan) as mono:
+    # Both up at once, both pinned to the servers' core, measured in turns: every step of the
+    # ladder runs against the monolith and the services back to back (the order alternating),
+    # so the ratios compare the two under the same background load. One after the other, a
+    # drift of the shared machine's load between the two halves moved them by up to 15%.
+    with monolith(out, plan) as mono, services(out, plan) as serv:
         bench.prepare(mono)
-        bench.ladder(mono)
-        half_rate = max(s.rps for s in bench.steps if s.scenario == "shopper") / 2
-        say(f"monolith: fixed rate at half its best throughput, {half_rate:,.0f} req/s")
-        bench.fixed_rate(mono, half_rate)
+        bench.prepare(serv)
+        bench.ladders([mono, serv])
+        half_rate = bench.best_rps(mono.name) / 2
+        say(f"fixed rate: half the monolith's best throughput, {half_rate:,.0f} req/s")
+        bench.fixed_rates([mono, serv], half_rate)
         assert mono.database is not None
         with reference_app(out, mono.database) as ref:
             if bench.pinned:
                 procs.pin(ref.pids()["reference"], SERVER_CPUS)
-            # Interleaved: the shop and the bare stack take turns on the same core.
+            # The shop and the bare stack take turns on the same core too.
+            catalog = serv.extra_urls["catalog"]
             bench.reference(
                 [
                     (mono, "health", "health", mono.url),
                     (ref, "health", "health", ref.url),
+                    (serv, "health", "health", serv.url),
                     (mono, "product", "product", mono.url),
                     (ref, "product", "product", ref.url),
+                    (serv, "product-catalog", "product", catalog),
+                    (serv, "product-gateway", "product", serv.url),
                 ]
             )
             bench.remember_memory(ref)
         bench.profile(mono, max(plan.ladder))
-        bench.remember_memory(mono)
-
-    with services(out, plan) as serv:
-        bench.prepare(serv)
-        bench.ladder(serv)
-        say(f"services: fixed rate at half the monolith's best throughput, {half_rate:,.0f} req/s")
-        bench.fixed_rate(serv, half_rate)
-        catalog = serv.extra_urls["catalog"]
-        bench.reference(
-            [
-                (serv, "health", "health", serv.url),
-                (serv, "product-catalog", "product", catalog),
-                (serv, "product-gateway", "product", serv.url),
-            ]
-        )
         bench.profile(serv, max(plan.ladder))
+        bench.remember_memory(mono)
         bench.remember_memory(serv)
 
     if plan.scaling:

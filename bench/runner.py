@@ -132,15 +132,29 @@ class Bench:
         ladder: Sequence[int] | None = None,
         seconds: int | None = None,
     ) -> None:
+        self.ladders([deployment], ladder, seconds)
+
+    def ladders(
+        self,
+        deployments: Sequence[Deployment],
+        ladder: Sequence[int] | None = None,
+        seconds: int | None = None,
+    ) -> None:
+        """The shopper ladder against each deployment, interleaved: every step of it runs
+        against each in turn, the order alternating (A B, B A, ...), so that a drift of the
+        shared machine's load falls on all of them alike."""
+        turns = 0
         for repeat in range(1, self.plan.repeats + 1):
             for users in ladder or self.plan.ladder:
-                self.locust(
-                    deployment,
-                    scenario="shopper",
-                    users=users,
-                    seconds=seconds or self.plan.seconds,
-                    repeat=repeat,
-                )
+                for deployment in _alternated(deployments, turns):
+                    self.locust(
+                        deployment,
+                        scenario="shopper",
+                        users=users,
+                        seconds=seconds or self.plan.seconds,
+                        repeat=repeat,
+                    )
+                turns += 1
 
     def reference(self, runs: Sequence[tuple[Deployment, str, str, str]]) -> None:
         """Interleaved reference steps, each repeat: (deployment, label, scenario, host).
@@ -211,32 +225,41 @@ class Bench:
                 say(f"flame graph {svg.relative_to(self.out)}")
 
     def fixed_rate(self, deployment: Deployment, rate: float, seconds: int | None = None) -> None:
-        """The shopper mix at a fixed total rate (tasks/s) over HALF_LOAD_USERS users; then
-        the lag of the events that happened meanwhile, from the consumers' inboxes.
+        self.fixed_rates([deployment], rate, seconds)
+
+    def fixed_rates(
+        self, deployments: Sequence[Deployment], rate: float, seconds: int | None = None
+    ) -> None:
+        """The shopper mix at a fixed total rate (tasks/s) over HALF_LOAD_USERS users, against
+        each deployment in turn (alternating, as the ladder); then the lag of the events that
+        happened meanwhile, from each one's consumers' inboxes.
 
         The consumers first catch up with the step before (:func:`bench.lag.drain`)."""
-        if deployment.consumers:
-            took, applied = drain(deployment.consumers)
-            say(
-                f"{deployment.name}: events of the step before applied ({applied:,} more in"
-                f" {took:.1f} s); the fixed rate starts"
-            )
+        for deployment in deployments:
+            if deployment.consumers:
+                took, applied = drain(deployment.consumers)
+                say(
+                    f"{deployment.name}: events of the step before applied ({applied:,} more"
+                    f" in {took:.1f} s); the fixed rate starts"
+                )
         since = datetime.now(UTC)
         for repeat in range(1, self.plan.reference_repeats + 1):
-            self.locust(
-                deployment,
-                scenario="shopper",
-                users=HALF_LOAD_USERS,
-                seconds=seconds or self.plan.seconds,
-                repeat=repeat,
-                label=HALF_LOAD,
-                wait=f"rate:{rate / HALF_LOAD_USERS:.4f}",
-            )
-        if deployment.consumers:
-            try:
-                self.lags[deployment.name] = event_lags(
-                    deployment.consumers, since, datetime.now(UTC)
+            for deployment in _alternated(deployments, repeat - 1):
+                self.locust(
+                    deployment,
+                    scenario="shopper",
+                    users=HALF_LOAD_USERS,
+                    seconds=seconds or self.plan.seconds,
+                    repeat=repeat,
+                    label=HALF_LOAD,
+                    wait=f"rate:{rate / HALF_LOAD_USERS:.4f}",
                 )
+        until = datetime.now(UTC)
+        for deployment in deployments:
+            if not deployment.consumers:
+                continue
+            try:
+                self.lags[deployment.name] = event_lags(deployment.consumers, since, until)
             except Exception as exc:  # a measurement, not the run: say it, keep going
                 self.failures.append(f"event lag of {deployment.name}: {exc}")
 
@@ -299,6 +322,11 @@ class Bench:
                 self.failures.append(f"kata step {step.number}: {first}")
             runs.append(KataRun(step.number, step.title, label, self.processes.get(label, 0)))
         return runs
+
+
+def _alternated(deployments: Sequence[Deployment], turn: int) -> Sequence[Deployment]:
+    """The deployments in their order on even turns, reversed on odd ones."""
+    return deployments if turn % 2 == 0 else list(reversed(deployments))
 
 
 @dataclass(frozen=True)
