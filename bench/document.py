@@ -49,7 +49,9 @@ def machine(plan: Plan, pinned: bool) -> dict[str, str]:
             f"ladder {list(plan.ladder)} users x {plan.seconds} s x {plan.repeats} repeat(s),"
             f" warm-up {plan.warmup_seconds} s, {plan.products} products x 100,000 units,"
             f" reference steps {plan.reference_users} users x {plan.reference_seconds} s x"
-            f" {plan.reference_repeats}; Locust FastHttpUser, closed loop, no think time;"
+            f" {plan.reference_repeats}; the comparison's monolith and services up at once,"
+            " measured in turns (each step against one, then the other, alternating);"
+            " Locust FastHttpUser, closed loop, no think time;"
             " argon2 time 1, 1 MiB, 1 lane; uvicorn access logs on (as deployed)"
         ),
     }
