@@ -128,17 +128,25 @@ async def forget_broker_names(bus: RabbitBus) -> None:
     )
 
 
-async def _start_events(runtime: Runtime, served: tuple[Context, ...], bus: Bus) -> None:
-    """Declare every consumer of the shop on the bus, subscribe the served ones, then start
-    a relay per served publisher; all in the background, again until the bus answers (a
-    broker that is not up yet delays the events, it does not stop the app)."""
+async def _start_events(
+    runtime: Runtime,
+    served: tuple[Context, ...],
+    bus: Bus,
+    *,
+    consume: bool = True,
+    publish: bool = True,
+) -> None:
+    """Declare every consumer of the shop on the bus, subscribe the served ones (unless
+    their consumers run in a worker), then start a relay per served publisher (unless this
+    is that worker); all in the background, again until the bus answers (a broker that is
+    not up yet delays the events, it does not stop the app)."""
     consumers = {
         context.name: sorted({item.type for item in context.subscriptions})
         for context in declared().values()
         if context.subscriptions
     }
     subscribing = []
-    for context in served:
+    for context in served if consume else ():
         if context.subscriptions:
             if context.inbox is None:
                 raise CompositionError(f"{context.name} subscribes to events but has no inbox")
@@ -146,7 +154,7 @@ async def _start_events(runtime: Runtime, served: tuple[Context, ...], bus: Bus)
             subscribing.append((context.name, consumer(runtime.db, context.inbox, handlers)))
     relays = [
         Relay(context.name, runtime.db, context.outbox, bus)
-        for context in served
+        for context in (served if publish else ())
         if context.outbox is not None
     ]
     if not subscribing and not relays:
@@ -190,6 +198,7 @@ def build(
     topology: Topology | None = None,
     transports: Mapping[str, httpx2.AsyncBaseTransport] | None = None,
     bus: Bus | None = None,
+    worker: bool = False,
 ) -> FastAPI:
     """An app serving the ``served`` contexts on ``database_url``.
 
@@ -198,8 +207,25 @@ def build(
     tests do; the same mapping, not a copy, so a test can fill it as it builds the apps.
     ``bus`` replaces the topology's (tests share one in-process bus between the services
     they build, in place of the broker); the caller closes it.
+
+    A service whose topology entry says ``consumers = "worker"`` consumes its events in a
+    process of its own: ``worker=True`` builds that one. It subscribes its contexts to the
+    bus and answers only the health checks (no routes of its contexts, no relay, none of
+    their background runs); the service's own processes then do not subscribe.
     """
     contexts = pick(served, where=service)
+    spec = topology.services.get(service) if topology is not None else None
+    has_worker = spec is not None and spec.consumers == "worker"
+    if worker and not has_worker:
+        raise CompositionError(
+            f"{service} has no worker in topology {topology.name if topology else '(none)'}:"
+            ' its entry says consumers = "in-service", so its own processes consume its events'
+        )
+    if worker and not any(context.subscriptions for context in contexts):
+        raise CompositionError(
+            f"{service} runs its consumers in a worker, but none of its contexts"
+            f" ({', '.join(served)}) subscribes to events"
+        )
     elsewhere = sorted(set(declared()) - set(served))
     internal_token = settings.internal_token.get_secret_value() if settings.internal_token else ""
     if elsewhere and not internal_token:
@@ -248,8 +274,10 @@ def build(
                 stack.push_async_callback(events.aclose)
             brokered = topology is not None and topology.bus != "in-process"
             _bind(runtime, contexts, remote, brokered=brokered)
-            await _start_events(runtime, contexts, events)
-            for context in contexts:
+            await _start_events(
+                runtime, contexts, events, consume=worker or not has_worker, publish=not worker
+            )
+            for context in contexts if not worker else ():
                 if context.run is not None:
                     await context.run(runtime)
             yield
@@ -268,7 +296,7 @@ def build(
     install_edge(app, settings)
     install_docs(app)
     app.include_router(ops_router)
-    for context in contexts:
+    for context in contexts if not worker else ():
         app.include_router(context.router)
         if context.internal_router is not None and elsewhere:
             app.include_router(context.internal_router)

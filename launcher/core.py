@@ -71,6 +71,8 @@ class _Managed:
     service: str
     port: int
     log_file: Path
+    worker: bool = False
+    """The service's consumers' worker (``catalog-worker``), not a replica that serves it."""
     process: subprocess.Popen[bytes] | None = None
     stopped: bool = False
     reported: bool = False
@@ -122,7 +124,8 @@ class Launcher:
     ``SHOP_EDGE_TOKEN`` shared by them and the gateway (which vouches for callers' addresses).
 
     Names accepted by :meth:`start`, :meth:`stop` and :meth:`restart`: a service name (all
-    its replicas), one replica (``catalog-1``), or ``gateway``.
+    its replicas, and its consumers' worker if it has one), one replica (``catalog-1``), a
+    worker (``catalog-worker``), or ``gateway``.
     """
 
     def __init__(
@@ -164,6 +167,11 @@ class Launcher:
                 _Managed(f"{name}-{index}", name, port, self.log_dir / f"{name}-{index}.log")
                 for index, port in enumerate(spec.ports)
             ]
+            if spec.worker_port is not None:
+                worker = f"{name}-worker"
+                self._plan.services[name].append(
+                    _Managed(worker, name, spec.worker_port, self.log_dir / f"{worker}.log", True)
+                )
         if topology.gateway_port is not None:
             self._plan.gateway = _Managed(
                 GATEWAY, GATEWAY, topology.gateway_port, self.log_dir / f"{GATEWAY}.log"
@@ -194,17 +202,19 @@ class Launcher:
 
     @property
     def urls(self) -> dict[str, list[str]]:
-        """Base URLs by process group: ``gateway`` first, then each service's replicas."""
+        """Base URLs by process group: ``gateway`` first, then each service's replicas (its
+        worker serves no requests, only its health checks)."""
         urls: dict[str, list[str]] = {}
         if self._plan.gateway:
             urls[GATEWAY] = [self._plan.gateway.url]
         for name, replicas in self._plan.services.items():
-            urls[name] = [proc.url for proc in replicas]
+            urls[name] = [proc.url for proc in replicas if not proc.worker]
         return urls
 
     @property
     def pids(self) -> dict[str, list[int]]:
-        """Pids of the processes running now, by group (``gateway`` and each service)."""
+        """Pids of the processes running now, by group (``gateway`` and each service, its
+        worker in its group)."""
         with self._lock:
             pids: dict[str, list[int]] = {}
             for proc in self._plan.all():
@@ -467,6 +477,8 @@ class Launcher:
         spec = self.topology.services[proc.service]
         if self._is_monolith(spec):
             return [self.python, "-m", "monolith", "serve", *address]
+        if proc.worker:
+            return [self.python, "-m", "services", "worker", spec.name, *address]
         return [self.python, "-m", "services", "serve", spec.name, *address]
 
     def _spawn(

@@ -63,10 +63,12 @@ def resolve(
 
 
 def all_ports(topology: Topology) -> list[int]:
-    """Every port the topology listens on: the gateway's, then each replica's."""
+    """Every port the topology listens on: the gateway's, then each replica's and worker's."""
     ports = [] if topology.gateway_port is None else [topology.gateway_port]
     for spec in topology.services.values():
         ports.extend(spec.ports)
+        if spec.worker_port is not None:
+            ports.append(spec.worker_port)
     return ports
 
 
@@ -99,6 +101,7 @@ def render(topology: Topology) -> str:
             f"contexts = [{contexts}]",
             f"port = {spec.port}",
             f"replicas = {spec.replicas}",
+            f"consumers = {_string(spec.consumers)}",
         ]
     return "\n".join(lines) + "\n"
 

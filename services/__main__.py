@@ -2,9 +2,13 @@
 
     python -m services migrate <service>                 its contexts' migrations, DATABASE_URL
     python -m services serve <service> [--host 127.0.0.1] [--port P] [--workers 1]
+    python -m services worker <service> [--host 127.0.0.1] [--port P]
 
 The topology (``SHOP_TOPOLOGY``, default topologies/services.toml) says which app a service
 runs, which contexts it serves and its port; ``--port`` overrides it (replicas, tests).
+``worker`` runs the service's event consumers in a process of their own, when its topology
+entry says ``consumers = "worker"``; it listens on the port after its replicas' (``port +
+9``) for its health checks only.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--workers", type=int, default=1)
+    worker = sub.add_parser("worker", help="run the service's event consumers (its worker)")
+    worker.add_argument("service")
+    worker.add_argument("--host", default="127.0.0.1")
+    worker.add_argument("--port", type=int, default=None)
     args = parser.parse_args(argv)
 
     try:
@@ -46,6 +54,23 @@ def main(argv: list[str] | None = None) -> None:
             os.makedirs("var/services", exist_ok=True)
         upgrade(url, list(spec.contexts))
         print(f"{spec.name}: migrated {', '.join(spec.contexts)}")
+        return
+
+    if args.command == "worker":
+        if spec.worker_port is None:
+            sys.exit(
+                f"{topology.name}: {spec.name} has no worker (its entry says consumers ="
+                ' "in-service"): its own processes consume its events'
+            )
+        process.serve(
+            "services.app:create_worker",
+            environment={"SHOP_SERVICE": spec.name},
+            host=args.host,
+            port=args.port or spec.worker_port,
+            workers=1,
+            limits=ServiceSettings().server_limits(),
+            proxy_headers=False,
+        )
         return
 
     if "identity" in spec.contexts:

@@ -116,6 +116,7 @@ async def service_apps(
     """
     transports: dict[str, httpx2.ASGITransport] = {}
     apps: dict[str, FastAPI] = {}
+    workers: list[FastAPI] = []
     # A topology whose events go through the broker gets one in-process bus shared by all
     # its services instead: the same relays, subscriptions and read models, no server.
     bus = SharedBus() if topology.bus != "in-process" else None
@@ -125,7 +126,11 @@ async def service_apps(
         settings = _settings(topology, name, url, key, identity)
         apps[name] = _factory(spec.app)(settings, transports=transports, bus=bus)
         transports[name] = httpx2.ASGITransport(app=apps[name])
-    for app in apps.values():
+        if spec.worker_port is not None:
+            # Its consumers' worker: the same database and bus, no transport (no requests).
+            worker = importlib.import_module("services.app").create_worker
+            workers.append(worker(settings, transports=transports, bus=bus))
+    for app in [*apps.values(), *workers]:
         await stack.enter_async_context(app.router.lifespan_context(app))
     yield transports
 

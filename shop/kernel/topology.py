@@ -20,6 +20,9 @@ DEFAULT_TOPOLOGY = Path("topologies/services.toml")
 MAX_REPLICAS = 9
 HOST = "127.0.0.1"
 BUSES = frozenset({"in-process", "rabbitmq"})
+CONSUMERS = frozenset({"in-service", "worker"})
+"""Where a service's event consumers run: in its serving processes (``in-service``), or in a
+process of their own beside them (``worker``, listening on ``port + MAX_REPLICAS``)."""
 SERVICE_APP = "services.app:create_app"
 """The app of a service that names none: built from its contexts' declarations."""
 
@@ -37,10 +40,18 @@ class ServiceSpec:
     replicas: int = 1
     host: str | None = None
     """Where the service is reached, when not on the caller's ``host`` (a container's name)."""
+    consumers: str = "in-service"
+    """Where its event consumers run (:data:`CONSUMERS`)."""
 
     @property
     def ports(self) -> list[int]:
         return [self.port + index for index in range(self.replicas)]
+
+    @property
+    def worker_port(self) -> int | None:
+        """Where its consumers' worker answers health checks; None without a worker. Past
+        the ports its replicas may ever take."""
+        return self.port + MAX_REPLICAS if self.consumers == "worker" else None
 
     def urls(self, host: str = HOST) -> list[str]:
         """Each replica's base URL: on the service's own ``host`` if it has one, else ``host``."""
@@ -97,7 +108,24 @@ def _validated(topology: Topology) -> Topology:
     for spec in topology.services.values():
         if not 1 <= spec.replicas <= MAX_REPLICAS:
             raise TopologyError(f"{where}: {spec.name} replicas must be 1..{MAX_REPLICAS}")
-        for port in spec.ports:
+        if spec.consumers not in CONSUMERS:
+            raise TopologyError(
+                f"{where}: {spec.name} consumers must be one of {sorted(CONSUMERS)},"
+                f" got {spec.consumers!r}"
+            )
+        if spec.consumers == "worker" and topology.bus == "in-process":
+            raise TopologyError(
+                f"{where}: {spec.name} runs its consumers in a worker, but the bus is in-process:"
+                " an in-process bus hands events to the consumers of the process that recorded"
+                ' them (a worker needs bus = "rabbitmq")'
+            )
+        if spec.consumers == "worker" and spec.app != SERVICE_APP:
+            raise TopologyError(
+                f"{where}: {spec.name} runs {spec.app}; only a service built from its contexts"
+                f" ({SERVICE_APP}) has a worker"
+            )
+        owned = [*spec.ports, *([spec.worker_port] if spec.worker_port is not None else [])]
+        for port in owned:
             if port in seen_ports:
                 raise TopologyError(f"{where}: port {port} of {spec.name} is {seen_ports[port]}'s")
             seen_ports[port] = spec.name
@@ -120,6 +148,7 @@ def parse(data: Mapping[str, Any], *, source: Path | None = None) -> Topology:
                 port=int(spec["port"]),
                 replicas=int(spec.get("replicas", 1)),
                 host=str(spec["host"]) if spec.get("host") else None,
+                consumers=str(spec.get("consumers", "in-service")),
             )
             for name, spec in data.get("services", {}).items()
         }

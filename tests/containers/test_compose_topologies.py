@@ -71,8 +71,11 @@ def test_each_service_runs_as_the_launcher_runs_it(path: str, tmp_path: Path) ->
         assert host is not None
         app = every[host]
         for proc in launcher._plan.services[name]:
-            assert app["command"] == _in_container(launcher._serve_command(proc))
-            assert str(proc.port) in app["expose"]
+            # A consumers' worker is a compose service of its own, beside its service's.
+            runs = every[f"{host}-worker"] if proc.worker else app
+            assert runs["command"] == _in_container(launcher._serve_command(proc))
+            assert str(proc.port) in runs["expose"]
+            assert runs["environment"] == app["environment"]
         env = app["environment"]
         assert set(launcher._service_env(name)) <= set(env)
         assert env["SHOP_TOPOLOGY"] == twin_file
