@@ -274,7 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     ):
         command = sub.add_parser(name, help=text)
         if name in {"start", "stop", "restart"}:
-            command.add_argument("target", help="service name, replica (catalog-1) or gateway")
+            command.add_argument(
+                "target",
+                help="service name, replica (catalog-1), worker (catalog-worker) or gateway",
+            )
         command.add_argument("--topology", default=None, help="the topology `up` runs")
         command.add_argument("--data", default=None, help="the --data NAME `up` was given")
         command.add_argument("--socket", default=None, help="the control socket of `up`")

@@ -8,9 +8,10 @@ object per line each way::
     <- {"ok": true, "message": "restarted inventory", "processes": [{...}, ...]}
 
 Commands: ``status``, ``start <target>``, ``stop <target>``, ``restart <target>`` (a
-target is a service, one replica such as ``catalog-1``, or ``gateway``) and ``down`` (stop
-everything and end ``up``). ``start`` and ``restart`` answer once the processes are ready,
-or with ``"ok": false`` and the error (which names the process and shows its log's end).
+target is a service, one replica such as ``catalog-1``, a worker such as ``catalog-worker``,
+or ``gateway``) and ``down`` (stop everything and end ``up``). ``start`` and ``restart``
+answer once the processes are ready, or with ``"ok": false`` and the error (which names the
+process and shows its log's end).
 """
 
 from __future__ import annotations
