@@ -91,13 +91,20 @@ def _resolve(args: argparse.Namespace) -> Topology:
 
 def _summary(launcher: Launcher, database_text: str, control: Path) -> None:
     rows: list[tuple[str, str, str]] = []
-    by_url = {info.url: info for info in launcher.processes()}
+    processes = launcher.processes()
+    by_url = {info.url: info for info in processes}
     entry = launcher.entry_url
     for group, urls in launcher.urls.items():
         for index, url in enumerate(urls):
             rows.append((group if index == 0 else "", url, f"pid {by_url[url].pid}"))
             if url == entry:
                 rows.append(("docs", f"{url}/docs", ""))
+        # Its consumers' worker: no requests, only its health checks.
+        rows += [
+            ("", f"{info.url}/readyz", f"pid {info.pid} ({info.name})")
+            for info in processes
+            if info.service == group and info.url not in urls
+        ]
     admin = os.environ.get("IDENTITY_BOOTSTRAP_ADMIN_EMAIL")
     password = os.environ.get("IDENTITY_BOOTSTRAP_ADMIN_PASSWORD")
     _say("")
