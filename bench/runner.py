@@ -143,18 +143,35 @@ class Bench:
         """The shopper ladder against each deployment, interleaved: every step of it runs
         against each in turn, the order alternating (A B, B A, ...), so that a drift of the
         shared machine's load falls on all of them alike."""
-        turns = 0
-        for repeat in range(1, self.plan.repeats + 1):
-            for users in ladder or self.plan.ladder:
-                for deployment in _alternated(deployments, turns):
-                    self.locust(
-                        deployment,
-                        scenario="shopper",
-                        users=users,
-                        seconds=seconds or self.plan.seconds,
-                        repeat=repeat,
-                    )
-                turns += 1
+        runs = [
+            (repeat, users)
+            for repeat in range(1, self.plan.repeats + 1)
+            for users in ladder or self.plan.ladder
+        ]
+        self._in_turns(deployments, runs, seconds=seconds or self.plan.seconds)
+
+    def _in_turns(
+        self,
+        deployments: Sequence[Deployment],
+        runs: Sequence[tuple[int, int]],
+        *,
+        seconds: int,
+        label: str | None = None,
+        wait: str = "0",
+    ) -> None:
+        """The shopper mix, each run (repeat, users) against every deployment in turn, the
+        order alternating from one run to the next."""
+        for turn, (repeat, users) in enumerate(runs):
+            for deployment in _alternated(deployments, turn):
+                self.locust(
+                    deployment,
+                    scenario="shopper",
+                    users=users,
+                    seconds=seconds,
+                    repeat=repeat,
+                    label=label,
+                    wait=wait,
+                )
 
     def reference(self, runs: Sequence[tuple[Deployment, str, str, str]]) -> None:
         """Interleaved reference steps, each repeat: (deployment, label, scenario, host).
@@ -243,17 +260,13 @@ class Bench:
                     f" in {took:.1f} s); the fixed rate starts"
                 )
         since = datetime.now(UTC)
-        for repeat in range(1, self.plan.reference_repeats + 1):
-            for deployment in _alternated(deployments, repeat - 1):
-                self.locust(
-                    deployment,
-                    scenario="shopper",
-                    users=HALF_LOAD_USERS,
-                    seconds=seconds or self.plan.seconds,
-                    repeat=repeat,
-                    label=HALF_LOAD,
-                    wait=f"rate:{rate / HALF_LOAD_USERS:.4f}",
-                )
+        self._in_turns(
+            deployments,
+            [(repeat, HALF_LOAD_USERS) for repeat in range(1, self.plan.reference_repeats + 1)],
+            seconds=seconds or self.plan.seconds,
+            label=HALF_LOAD,
+            wait=f"rate:{rate / HALF_LOAD_USERS:.4f}",
+        )
         until = datetime.now(UTC)
         for deployment in deployments:
             if not deployment.consumers:
