@@ -577,11 +577,12 @@ def why_missed(
             f"- **The split** costs {_fmt(serv.cpu_us_total - mono.cpu_us_total)} CPU us more"
             f" per shopper request than the monolith ({_fmt(serv.cpu_us_total)} vs"
             f" {_fmt(mono.cpu_us_total)}; by process: {by_process}). Every server shares one"
-            " core, so throughput follows CPU per request. Per the profiles the difference is"
-            " the internal calls: each product view asks inventory, each cart read and write"
-            " asks catalog, a checkout makes five; each call is a second FastAPI request in"
-            " another process plus the caller's client and the process switches, and every"
-            " request crosses the gateway. Read models fed by events remove the hottest ones."
+            " core, so throughput follows CPU per request. Every request crosses the gateway"
+            " (a second HTTP parse and answer); product views and cart pages answer from read"
+            " models, but a checkout still makes six calls (each a request in another process"
+            " plus the caller's client) and its changes travel as five events, each published,"
+            " routed by the broker and applied by a consumer; and every process pays for its"
+            " own event loop and server stack, and the core for switching between them."
         )
     return notes
 
