@@ -160,7 +160,11 @@ class Bench:
         wait: str = "0",
     ) -> None:
         """The shopper mix, each run (repeat, users) against every deployment in turn, the
-        order alternating from one run to the next."""
+        order alternating from one run to the next.
+
+        Between turns, a deployment's consumers finish applying the events of its run
+        (:func:`bench.lag.drain`) before the next deployment's run starts: a backlog applied
+        meanwhile would take the next run's core and count in neither run's CPU."""
         for turn, (repeat, users) in enumerate(runs):
             for deployment in _alternated(deployments, turn):
                 self.locust(
@@ -172,6 +176,12 @@ class Bench:
                     label=label,
                     wait=wait,
                 )
+                if deployment.consumers and len(deployments) > 1:
+                    took, applied = drain(deployment.consumers, quiet=1.0)
+                    if applied:
+                        say(
+                            f"{deployment.name}: {applied:,} events applied after it ({took:.1f} s)"
+                        )
 
     def reference(self, runs: Sequence[tuple[Deployment, str, str, str]]) -> None:
         """Interleaved reference steps, each repeat: (deployment, label, scenario, host).

@@ -160,10 +160,16 @@ async def _start_events(
     if not subscribing and not relays:
         return  # nothing served here publishes or consumes: the bus is never touched
 
+    subscribed: set[str] = set()
+
     async def connect() -> None:
         await bus.declare(consumers)
         for name, deliver in subscribing:
-            await bus.subscribe(name, consumers[name], deliver)
+            # Tried again from the top when one fails: a consumer already in place is not
+            # subscribed twice (the bus keeps every subscription).
+            if name not in subscribed:
+                await bus.subscribe(name, consumers[name], deliver)
+                subscribed.add(name)
 
     try:
         await connect()
@@ -288,13 +294,16 @@ def build(
         summary=SUMMARY,
         version=VERSION,
         lifespan=lifespan,
-        # /docs with a strict Content-Security-Policy (shop.kernel.docs); no ReDoc.
+        # /docs with a strict Content-Security-Policy (shop.kernel.docs); no ReDoc. A worker
+        # serves no API, so it documents none.
         docs_url=None,
         redoc_url=None,
+        openapi_url=None if worker else "/openapi.json",
     )
     install_error_handlers(app)
     install_edge(app, settings)
-    install_docs(app)
+    if not worker:
+        install_docs(app)
     app.include_router(ops_router)
     for context in contexts if not worker else ():
         app.include_router(context.router)

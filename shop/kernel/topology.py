@@ -124,11 +124,13 @@ def _validated(topology: Topology) -> Topology:
                 f"{where}: {spec.name} runs {spec.app}; only a service built from its contexts"
                 f" ({SERVICE_APP}) has a worker"
             )
-        owned = [*spec.ports, *([spec.worker_port] if spec.worker_port is not None else [])]
-        for port in owned:
+        owned = [(port, spec.name) for port in spec.ports]
+        if spec.worker_port is not None:
+            owned.append((spec.worker_port, f"{spec.name}-worker (port + {MAX_REPLICAS})"))
+        for port, owner in owned:
             if port in seen_ports:
-                raise TopologyError(f"{where}: port {port} of {spec.name} is {seen_ports[port]}'s")
-            seen_ports[port] = spec.name
+                raise TopologyError(f"{where}: port {port} of {owner} is {seen_ports[port]}'s")
+            seen_ports[port] = owner
         for context in spec.contexts:
             if context in owners:
                 raise TopologyError(

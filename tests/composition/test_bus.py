@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
 import pytest
 from pydantic import SecretStr, ValidationError
 
+import composition.app
 from composition.app import _bus
 from composition.settings import DeployableSettings
+from monolith.app import create_app
 from shop.kernel.broker import RabbitBus
-from shop.kernel.events import InProcessBus
+from shop.kernel.events import Deliver, InProcessBus
 from shop.kernel.topology import parse
+from tests import support
 
 SERVICES = {"catalog": {"contexts": ["catalog"], "port": 8101}}
 
@@ -52,3 +59,40 @@ def test_a_bus_prefix_may_hold_the_launchers_data_names(prefix: str) -> None:
 def test_a_bus_prefix_that_would_make_odd_names_is_refused(prefix: str) -> None:
     with pytest.raises(ValidationError):
         DeployableSettings(bus_prefix=prefix)
+
+
+class FlakyBus(InProcessBus):
+    """The in-process bus whose second subscription fails the first time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+        self.changed = anyio.Event()
+
+    async def subscribe(self, consumer: str, types: Sequence[str], deliver: Deliver) -> None:
+        self.calls.append(consumer)
+        self.changed.set()
+        if len(self.calls) == 2:
+            raise ConnectionError("the broker went away between two subscriptions")
+        await super().subscribe(consumer, types, deliver)
+
+
+@pytest.mark.anyio
+async def test_a_subscription_tried_again_does_not_subscribe_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two consuming contexts in one process, the bus failing between their subscriptions:
+    the retry subscribes the one left, not the one in place again (a second consumer on
+    its queue would split its order)."""
+    monkeypatch.setattr(composition.app, "EVENTS_RETRY_SECONDS", 0.01)
+    bus = FlakyBus()
+    async with support.scratch_database(tmp_path) as url:
+        await support.migrate(url, None)
+        app = create_app(support.monolith_settings(url), bus=bus)
+        async with app.router.lifespan_context(app):
+            with anyio.fail_after(10):
+                while len(bus.calls) < 3:
+                    await bus.changed.wait()
+                    bus.changed = anyio.Event()
+    first, failed, again = bus.calls
+    assert failed == again != first, bus.calls

@@ -52,7 +52,10 @@ def test_a_worker_listens_past_the_ports_its_replicas_may_take() -> None:
     ("changes", "reason"),
     [
         ({"consumers": "thread"}, "consumers must be one of"),
-        ({"consumers": "worker", "port": 8121}, "port 8130 of inventory is catalog's"),
+        (
+            {"consumers": "worker", "port": 8121},
+            r"port 8130 of inventory is catalog-worker \(port \+ 9\)'s",
+        ),
         ({"consumers": "worker", "app": "monolith.app:create_app"}, "only a service built"),
     ],
 )
@@ -123,10 +126,12 @@ async def test_the_worker_consumes_and_its_service_answers(tmp_path: Path) -> No
                 transport = httpx2.ASGITransport(app=worker)
                 async with httpx2.AsyncClient(transport=transport, base_url="http://w") as client:
                     assert (await client.get("/readyz")).status_code == 200
-                    # No routes of its contexts: requests go to the service.
-                    missing = await client.get("/products")
-                    assert missing.status_code == 404
-                    assert missing.headers["content-type"] == "application/problem+json"
+                    # No routes of its contexts, no API to document: requests go to the
+                    # service.
+                    for path in ("/products", "/docs", "/openapi.json"):
+                        missing = await client.get(path)
+                        assert missing.status_code == 404, path
+                        assert missing.headers["content-type"] == "application/problem+json"
 
 
 async def test_a_worker_of_a_service_that_consumes_nothing_is_refused(tmp_path: Path) -> None:
