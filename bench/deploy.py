@@ -68,6 +68,8 @@ class Deployment:
     """The SQLite file it serves from (the monolith's), for the reference app to share."""
     consumers: dict[str, str] = field(default_factory=dict)
     """Each event-consuming context's database URL, where its inbox tells the events' lag."""
+    names: Mapping[int, str] = field(default_factory=dict)
+    """The launcher's name of each process it started, by pid (``catalog-worker``)."""
 
     def pids(self) -> dict[str, list[int]]:
         return {name: procs.with_children(pids) for name, pids in self.groups.items()}
@@ -82,6 +84,10 @@ class Deployment:
             name: sum(procs.peak_rss_kib(pid) for pid in pids) / 1024
             for name, pids in self.pids().items()
         }
+
+
+def _names(launcher: Launcher) -> dict[int, str]:
+    return {info.pid: info.name for info in launcher.processes() if info.pid is not None}
 
 
 @contextlib.contextmanager
@@ -223,7 +229,7 @@ def launched(
     try:
         url = entry_url(launcher)
         seed_over_http(url, plan, env, scratch / "seed.log")
-        deployment = Deployment(label, url, launcher.pids)
+        deployment = Deployment(label, url, launcher.pids, names=_names(launcher))
         for spec in launcher.topology.services.values():
             for context in set(spec.contexts) & set(CONSUMERS):
                 deployment.consumers[context] = launcher.databases[spec.name]

@@ -215,6 +215,9 @@ class Bench:
         for component, pids in deployment.pids().items():
             for index, pid in enumerate(pids):
                 name = f"{deployment.name}-{component}" + (f"-{index}" if index else "")
+                if len(pids) > 1 and pid in deployment.names:
+                    # Its replicas and its worker, as the launcher names them.
+                    name = f"{deployment.name}-{deployment.names[pid]}"
                 command = [str(py_spy), "record", "--pid", str(pid), "--duration", str(seconds)]
                 command += ["--rate", "200", "--nonblocking", "--format", "flamegraph"]
                 command += ["--output", str(folder / f"{name}.svg")]
