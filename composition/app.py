@@ -221,7 +221,7 @@ def build(
     """
     contexts = pick(served, where=service)
     spec = topology.services.get(service) if topology is not None else None
-    has_worker = spec is not None and spec.consumers == "worker"
+    has_worker = spec is not None and spec.has_worker
     if worker and not has_worker:
         raise CompositionError(
             f"{service} has no worker in topology {topology.name if topology else '(none)'}:"
@@ -232,6 +232,8 @@ def build(
             f"{service} runs its consumers in a worker, but none of its contexts"
             f" ({', '.join(served)}) subscribes to events"
         )
+    # The contexts whose routes and background runs this process has (a worker: none).
+    api = () if worker else contexts
     elsewhere = sorted(set(declared()) - set(served))
     internal_token = settings.internal_token.get_secret_value() if settings.internal_token else ""
     if elsewhere and not internal_token:
@@ -283,7 +285,7 @@ def build(
             await _start_events(
                 runtime, contexts, events, consume=worker or not has_worker, publish=not worker
             )
-            for context in contexts if not worker else ():
+            for context in api:
                 if context.run is not None:
                     await context.run(runtime)
             yield
@@ -305,7 +307,7 @@ def build(
     if not worker:
         install_docs(app)
     app.include_router(ops_router)
-    for context in contexts if not worker else ():
+    for context in api:
         app.include_router(context.router)
         if context.internal_router is not None and elsewhere:
             app.include_router(context.internal_router)

@@ -62,29 +62,21 @@ def main(argv: list[str] | None = None) -> None:
                 f"{topology.name}: {spec.name} has no worker (its entry says consumers ="
                 ' "in-service"): its own processes consume its events'
             )
-        process.serve(
-            "services.app:create_worker",
-            environment={"SHOP_SERVICE": spec.name},
-            host=args.host,
-            port=args.port or spec.worker_port,
-            workers=1,
-            limits=ServiceSettings().server_limits(),
-            proxy_headers=False,
-        )
-        return
-
-    if "identity" in spec.contexts:
-        try:
-            IdentitySettings().check_listener(args.host)
-        except ValueError as exc:
-            sys.exit(str(exc))
+        app, port, workers = "services.app:create_worker", spec.worker_port, 1
+    else:
+        if "identity" in spec.contexts:
+            try:
+                IdentitySettings().check_listener(args.host)
+            except ValueError as exc:
+                sys.exit(str(exc))
+        app, port, workers = spec.app, spec.port, args.workers
     process.serve(
-        spec.app,
+        app,
         # The app reads which service of the topology it is from there (its workers too).
         environment={"SHOP_SERVICE": spec.name},
         host=args.host,
-        port=args.port or spec.port,
-        workers=args.workers,
+        port=args.port or port,
+        workers=workers,
         # SERVICE_* settings: every process here is a service behind the gateway (a kata
         # step's monolith included).
         limits=ServiceSettings().server_limits(),

@@ -126,7 +126,7 @@ async def service_apps(
         settings = _settings(topology, name, url, key, identity)
         apps[name] = _factory(spec.app)(settings, transports=transports, bus=bus)
         transports[name] = httpx2.ASGITransport(app=apps[name])
-        if spec.worker_port is not None:
+        if spec.has_worker:
             # Its consumers' worker: the same database and bus, no transport (no requests).
             worker = importlib.import_module("services.app").create_worker
             workers.append(worker(settings, transports=transports, bus=bus))

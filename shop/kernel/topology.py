@@ -48,10 +48,15 @@ class ServiceSpec:
         return [self.port + index for index in range(self.replicas)]
 
     @property
+    def has_worker(self) -> bool:
+        """Whether its event consumers run in a worker of their own."""
+        return self.consumers == "worker"
+
+    @property
     def worker_port(self) -> int | None:
         """Where its consumers' worker answers health checks; None without a worker. Past
         the ports its replicas may ever take."""
-        return self.port + MAX_REPLICAS if self.consumers == "worker" else None
+        return self.port + MAX_REPLICAS if self.has_worker else None
 
     def urls(self, host: str = HOST) -> list[str]:
         """Each replica's base URL: on the service's own ``host`` if it has one, else ``host``."""
@@ -113,13 +118,13 @@ def _validated(topology: Topology) -> Topology:
                 f"{where}: {spec.name} consumers must be one of {sorted(CONSUMERS)},"
                 f" got {spec.consumers!r}"
             )
-        if spec.consumers == "worker" and topology.bus == "in-process":
+        if spec.has_worker and topology.bus == "in-process":
             raise TopologyError(
                 f"{where}: {spec.name} runs its consumers in a worker, but the bus is in-process:"
                 " an in-process bus hands events to the consumers of the process that recorded"
                 ' them (a worker needs bus = "rabbitmq")'
             )
-        if spec.consumers == "worker" and spec.app != SERVICE_APP:
+        if spec.has_worker and spec.app != SERVICE_APP:
             raise TopologyError(
                 f"{where}: {spec.name} runs {spec.app}; only a service built from its contexts"
                 f" ({SERVICE_APP}) has a worker"

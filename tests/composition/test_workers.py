@@ -134,7 +134,7 @@ async def test_the_worker_consumes_and_its_service_answers(tmp_path: Path) -> No
                         assert missing.headers["content-type"] == "application/problem+json"
 
 
-async def test_a_worker_of_a_service_that_consumes_nothing_is_refused(tmp_path: Path) -> None:
+async def test_a_worker_of_a_service_without_one_is_refused(tmp_path: Path) -> None:
     topology = load(SHIPPED)
     async with support.scratch_database(tmp_path) as url:
         settings = targets._settings(topology, "inventory", url, generate_private_key_pem())
