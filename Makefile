@@ -147,7 +147,7 @@ UI ?=
 LOADTEST_HOST = $(if $(findstring ://,$(HOST)),$(HOST),http://$(HOST):$(PORT))
 # WORKERS given on the command line (or environment) runs Locust as a master with n workers.
 LOADTEST_WORKERS = $(if $(filter command line environment,$(origin WORKERS)),$(WORKERS),0)
-.PHONY: bench bench-quick bench-kata bench-outage profile loadtest loadtest-smoke
+.PHONY: bench bench-quick bench-kata bench-outage bench-costs profile loadtest loadtest-smoke
 
 bench: $(STAMP) ## Full benchmark, monolith vs services: bench/results/<timestamp>/report.md
 	$(BIN)/python -m bench
@@ -163,6 +163,9 @@ bench-kata: $(STAMP) ## Every kata step on a short ladder, side by side (about 4
 
 bench-outage: $(STAMP) ## A burst of checkouts meeting a restart, monolith vs services (BEFORE=dir: another checkout too)
 	$(BIN)/python -m bench.outage $(if $(BEFORE),--before "$(BEFORE)")
+
+bench-costs: $(STAMP) ## Server CPU per kind of shopper request, monolith vs services, and the mix's difference by task (about 4 minutes)
+	$(BIN)/python -m bench.costs
 
 loadtest: $(STAMP) ## Locust shopper against HOST (URL); UI=1 web UI, WORKERS=n distributed
 	$(BIN)/python -m bench.loadtest --host "$(LOADTEST_HOST)" --users $(USERS) \
