@@ -43,6 +43,7 @@ from bench import procs
 from bench.deploy import REPO, Deployment, monolith, say, services
 from bench.lag import drain
 from bench.plans import Plan
+from loadtests.seed import MATERIALS, NOUNS
 
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
 SHOPPER_CLASS = "ShopperUser"
@@ -87,7 +88,6 @@ class Shopper:
     """A registered customer of one topology, and what it has there."""
 
     headers: dict[str, str]
-    lines: list[int] = field(default_factory=list)
     orders: list[str] = field(default_factory=list)
 
 
@@ -119,7 +119,26 @@ def _simple(make: Callable[[int, Shopper], Job]) -> Callable[..., Awaitable[list
 
 
 SORTS = ("id", "name", "-name", "price", "-price", "newest")
-WORDS = ("oak", "steel", "lamp", "chair", "teapot", "linen", "glass", "mug")
+WORDS = (*MATERIALS, *NOUNS)
+"""What shoppers search for (the seed's words, as in the locustfile)."""
+
+
+async def _browsing(client: httpx2.AsyncClient, shoppers: Sequence[Shopper], n: int) -> list[Job]:
+    """A category's pages in every order, as the locustfile's shoppers browse (the categories
+    asked for before the window)."""
+    slugs = [category["slug"] for category in (await _ok(await client.get("/categories"))).json()]
+    return [
+        _get(
+            "/products",
+            {
+                "category": slugs[i % len(slugs)],
+                "sort": SORTS[i % len(SORTS)],
+                "limit": 20,
+                "offset": 20 * (i % 5),
+            },
+        )
+        for i in range(n)
+    ]
 
 
 def _put(product_id: int, quantity: int, shopper: Shopper) -> Job:
@@ -185,15 +204,7 @@ TASKS: dict[str, Task] = {
     task.name: task
     for task in (
         Task("categories", _simple(lambda i, s: _get("/categories"))),
-        Task(
-            "browse",
-            _simple(
-                lambda i, s: _get(
-                    "/products",
-                    {"sort": SORTS[i % len(SORTS)], "limit": 20, "offset": 20 * (i % 5)},
-                )
-            ),
-        ),
+        Task("browse", _browsing),
         Task(
             "search",
             _simple(
@@ -347,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=400, help="per task and window")
     parser.add_argument("--checkouts", type=int, default=100, help="per window")
     parser.add_argument("--rounds", type=int, default=3, help="windows per task and topology")
-    parser.add_argument("--products", type=int, default=200)
+    parser.add_argument("--products", type=int, default=1000, help="seeded (make bench: 1,000)")
     parser.add_argument("--idle-seconds", type=float, default=5.0)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
