@@ -43,6 +43,7 @@ from bench import procs
 from bench.deploy import REPO, Deployment, monolith, say, services
 from bench.lag import drain
 from bench.plans import Plan
+from bench.runner import alternated
 from loadtests.seed import MATERIALS, NOUNS
 
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
@@ -92,6 +93,8 @@ class Shopper:
 
 
 Job = Callable[[httpx2.AsyncClient], Awaitable[httpx2.Response]]
+Prepare = Callable[[httpx2.AsyncClient, Sequence[Shopper], int], Awaitable[list[Job]]]
+"""Makes a window's ``n`` jobs ready, doing before it what they need first."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ class Task:
     """One task of the shopper mix: the jobs of a window, made ready before it."""
 
     name: str
-    prepare: Callable[[httpx2.AsyncClient, Sequence[Shopper], int], Awaitable[list[Job]]]
+    prepare: Prepare
     expect: int = 200
     buyers: bool = False
     """Sent by the shoppers who check out (and so have orders to read), not the browsers."""
@@ -111,7 +114,7 @@ def _get(
     return lambda client: client.get(path, params=params, headers=headers)
 
 
-def _simple(make: Callable[[int, Shopper], Job]) -> Callable[..., Awaitable[list[Job]]]:
+def _simple(make: Callable[[int, Shopper], Job]) -> Prepare:
     async def prepare(client: httpx2.AsyncClient, shoppers: Sequence[Shopper], n: int) -> list[Job]:
         return [make(i, shoppers[i % len(shoppers)]) for i in range(n)]
 
@@ -126,7 +129,7 @@ WORDS = (*MATERIALS, *NOUNS)
 async def _browsing(client: httpx2.AsyncClient, shoppers: Sequence[Shopper], n: int) -> list[Job]:
     """A category's pages in every order, as the locustfile's shoppers browse (the categories
     asked for before the window)."""
-    slugs = [category["slug"] for category in (await _ok(await client.get("/categories"))).json()]
+    slugs = [category["slug"] for category in (_ok(await client.get("/categories"))).json()]
     return [
         _get(
             "/products",
@@ -151,21 +154,25 @@ async def _filled_carts(
     client: httpx2.AsyncClient, shoppers: Sequence[Shopper], n: int
 ) -> list[Job]:
     """One line in each of ``n`` shoppers' carts (put before the window); the checkouts."""
-    jobs: list[Job] = []
     for i, shopper in enumerate(shoppers[:n]):
-        await _ok(await _put(1 + i % CART_PRODUCTS, 1, shopper)(client))
+        _ok(await _put(1 + i % CART_PRODUCTS, 1, shopper)(client))
+    return [_checkout(shopper) for shopper in shoppers[:n]]
 
-        def checkout(
-            client: httpx2.AsyncClient, shopper: Shopper = shopper
-        ) -> Awaitable[httpx2.Response]:
-            return client.post(
-                "/orders",
-                json={"card_number": CARD, "shipping_address": ADDRESS},
-                headers={**shopper.headers, "Idempotency-Key": uuid.uuid4().hex},
-            )
 
-        jobs.append(checkout)
-    return jobs
+def _checkout(shopper: Shopper) -> Job:
+    """Checks the shopper's cart out, and remembers the order for ``view_order``."""
+
+    async def job(client: httpx2.AsyncClient) -> httpx2.Response:
+        response = await client.post(
+            "/orders",
+            json={"card_number": CARD, "shipping_address": ADDRESS},
+            headers={**shopper.headers, "Idempotency-Key": uuid.uuid4().hex},
+        )
+        if response.status_code == 201:
+            shopper.orders.append(response.json()["id"])
+        return response
+
+    return job
 
 
 async def _lines_to_remove(
@@ -179,7 +186,7 @@ async def _lines_to_remove(
     for i in range(n):
         shopper = shoppers[i % len(shoppers)]
         product_id = 1 + (i // len(shoppers)) % CART_PRODUCTS
-        await _ok(await _put(product_id, 1, shopper)(client))
+        _ok(await _put(product_id, 1, shopper)(client))
         jobs.append(_delete(product_id, shopper))
     return jobs
 
@@ -229,7 +236,7 @@ TASKS: dict[str, Task] = {
 """The shopper mix's tasks, in the order they run (checkout before the orders are read)."""
 
 
-async def _ok(response: httpx2.Response, expect: int = 200) -> httpx2.Response:
+def _ok(response: httpx2.Response, expect: int = 200) -> httpx2.Response:
     if response.status_code != expect:
         raise RuntimeError(
             f"{response.request.method} {response.request.url.path}: {response.status_code}"
@@ -244,49 +251,35 @@ async def register(url: str, count: int) -> list[Shopper]:
     async with httpx2.AsyncClient(base_url=url, timeout=30) as client:
         for _ in range(count):
             email = f"costs-{uuid.uuid4().hex}@bench.example"
-            await _ok(
+            _ok(
                 await client.post(
                     "/auth/register",
                     json={"email": email, "password": PASSWORD, "name": "Cost Probe"},
                 ),
                 201,
             )
-            token = await _ok(
+            token = _ok(
                 await client.post("/auth/token", data={"username": email, "password": PASSWORD})
             )
             shoppers.append(Shopper({"Authorization": f"Bearer {token.json()['access_token']}"}))
     return shoppers
 
 
-async def run_jobs(url: str, jobs: Sequence[Job], expect: int) -> list[httpx2.Response]:
-    """Every job, ``IN_FLIGHT`` at a time; each answer must have status ``expect``. The
-    answers in the jobs' order."""
-    pending = list(reversed(list(enumerate(jobs))))
-    answers: dict[int, httpx2.Response] = {}
+async def run_jobs(url: str, jobs: Sequence[Job], expect: int) -> None:
+    """Every job, ``IN_FLIGHT`` at a time; each answer must have status ``expect``."""
+    pending = list(reversed(jobs))
     async with httpx2.AsyncClient(base_url=url, timeout=60) as client:
 
         async def lane() -> None:
             while pending:
-                index, job = pending.pop()
-                answers[index] = await _ok(await job(client), expect)
+                _ok(await pending.pop()(client), expect)
 
         await asyncio.gather(*(lane() for _ in range(IN_FLIGHT)))
-    return [answers[index] for index in range(len(jobs))]
 
 
 async def prepared(url: str, task: Task, shoppers: Sequence[Shopper], n: int) -> list[Job]:
     async with httpx2.AsyncClient(base_url=url, timeout=60) as client:
         return await task.prepare(client, shoppers, n)
-
-
-def process_cpu(deployment: Deployment) -> dict[str, float]:
-    """CPU seconds of every server process of the deployment, by its launcher name."""
-    cpu = {}
-    for group, pids in deployment.groups.items():
-        for pid in pids:
-            name = deployment.names.get(pid, group)
-            cpu[name] = sum(procs.cpu_seconds(p) for p in procs.with_children([pid]))
-    return cpu
 
 
 @dataclass
@@ -303,9 +296,9 @@ class Probe:
     """Per task, per window: CPU microseconds per request of each process."""
 
     def measure_idle(self, seconds: float) -> None:
-        before = process_cpu(self.deployment)
+        before = self.deployment.cpu_by_process()
         time.sleep(seconds)
-        after = process_cpu(self.deployment)
+        after = self.deployment.cpu_by_process()
         self.idle = {name: (after[name] - before[name]) / seconds for name in after}
 
     def window(self, task: Task, n: int) -> None:
@@ -314,14 +307,11 @@ class Probe:
         jobs = asyncio.run(prepared(url, task, shoppers, n))
         if self.deployment.consumers:
             drain(self.deployment.consumers, quiet=0.5, every=0.1)
-        before, started = process_cpu(self.deployment), time.monotonic()
-        answers = asyncio.run(run_jobs(url, jobs, task.expect))
+        before, started = self.deployment.cpu_by_process(), time.monotonic()
+        asyncio.run(run_jobs(url, jobs, task.expect))
         if self.deployment.consumers:
             drain(self.deployment.consumers, quiet=0.5, every=0.1)
-        after, elapsed = process_cpu(self.deployment), time.monotonic() - started
-        if task.name == "checkout":
-            for shopper, answer in zip(shoppers, answers, strict=True):
-                shopper.orders.append(answer.json()["id"])
+        after, elapsed = self.deployment.cpu_by_process(), time.monotonic() - started
         self.samples.setdefault(task.name, []).append(
             {
                 name: max(0.0, after[name] - before[name] - self.idle.get(name, 0.0) * elapsed)
@@ -398,13 +388,11 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_jobs(url, warm, 200))
         for probe in probes:
             probe.measure_idle(args.idle_seconds)
-        turn = 0
+        turns = itertools.count()
         for round_ in range(1, args.rounds + 1):
             for task in TASKS.values():
                 n = args.checkouts if task.name == "checkout" else args.requests
-                order = probes if turn % 2 == 0 else list(reversed(probes))
-                turn += 1
-                for probe in order:
+                for probe in alternated(probes, next(turns)):
                     probe.window(task, n)
                 say(f"round {round_}: {task.name} ({n} requests a side)")
         report = render(weights, probes[0], probes[1], args)

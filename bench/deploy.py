@@ -79,6 +79,15 @@ class Deployment:
             name: sum(procs.cpu_seconds(pid) for pid in pids) for name, pids in self.pids().items()
         }
 
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds of each server process (its children included), by the launcher's
+        name for it (``catalog-worker``), or its component's where it has none."""
+        return {
+            self.names.get(pid, name): sum(procs.cpu_seconds(p) for p in procs.with_children([pid]))
+            for name, pids in self.groups.items()
+            for pid in pids
+        }
+
     def peak_rss_mib(self) -> dict[str, float]:
         return {
             name: sum(procs.peak_rss_kib(pid) for pid in pids) / 1024

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from bench import procs
 from bench import report as rep
@@ -23,6 +24,8 @@ from bench.load import SERVER_CPUS, locust_command
 from bench.plans import HALF_LOAD, HALF_LOAD_USERS, Plan
 from kata import steps as kata
 from launcher import LauncherError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -166,7 +169,7 @@ class Bench:
         (:func:`bench.lag.drain`) before the next deployment's run starts: a backlog applied
         meanwhile would take the next run's core and count in neither run's CPU."""
         for turn, (repeat, users) in enumerate(runs):
-            for deployment in _alternated(deployments, turn):
+            for deployment in alternated(deployments, turn):
                 self.locust(
                     deployment,
                     scenario="shopper",
@@ -350,9 +353,10 @@ class Bench:
         return runs
 
 
-def _alternated(deployments: Sequence[Deployment], turn: int) -> Sequence[Deployment]:
-    """The deployments in their order on even turns, reversed on odd ones."""
-    return deployments if turn % 2 == 0 else list(reversed(deployments))
+def alternated(sides: Sequence[T], turn: int) -> Sequence[T]:
+    """The sides (deployments, or what measures them) in their order on even turns,
+    reversed on odd ones."""
+    return sides if turn % 2 == 0 else list(reversed(sides))
 
 
 @dataclass(frozen=True)
